@@ -1,0 +1,146 @@
+//! The reviewed Avro schemas from `schemas/`, embedded in the binary so that a
+//! service always knows the reader schemas it was built against.
+
+use std::collections::HashMap;
+
+use apache_avro::Schema;
+use joinery_domain::{Department, EventType};
+
+/// The subject of the view topic's value schema for `mission`.
+pub fn view_subject(mission: &str) -> String {
+    format!("{}-value", view_topic(mission))
+}
+
+/// The compacted Kafka topic carrying `mission`'s per-citizen views.
+pub fn view_topic(mission: &str) -> String {
+    format!("joinery.views.{mission}")
+}
+
+/// The registry subject of an event type on its department topic
+/// (TopicRecordNameStrategy: `<topic>-<record full name>`).
+pub fn event_subject(event_type: EventType) -> String {
+    format!(
+        "{}-{}",
+        event_type.department().topic(),
+        event_type.avro_full_name()
+    )
+}
+
+fn source(event_type: EventType) -> &'static str {
+    use EventType::*;
+    match event_type {
+        EducationEnrolled => include_str!("../../../schemas/dfe/EducationEnrolled.avsc"),
+        EducationExited => include_str!("../../../schemas/dfe/EducationExited.avsc"),
+        BenefitClaimStarted => include_str!("../../../schemas/dwp/BenefitClaimStarted.avsc"),
+        BenefitClaimEnded => include_str!("../../../schemas/dwp/BenefitClaimEnded.avsc"),
+        EmploymentStarted => include_str!("../../../schemas/hmrc/EmploymentStarted.avsc"),
+        EmploymentEnded => include_str!("../../../schemas/hmrc/EmploymentEnded.avsc"),
+        ReferralReceived => include_str!("../../../schemas/dhsc/ReferralReceived.avsc"),
+        TreatmentStarted => include_str!("../../../schemas/dhsc/TreatmentStarted.avsc"),
+        TreatmentCompleted => include_str!("../../../schemas/dhsc/TreatmentCompleted.avsc"),
+        ReleasedFromCustody => include_str!("../../../schemas/moj/ReleasedFromCustody.avsc"),
+        ProvenReoffence => include_str!("../../../schemas/moj/ProvenReoffence.avsc"),
+        AccommodationRecorded => include_str!("../../../schemas/mhclg/AccommodationRecorded.avsc"),
+    }
+}
+
+const VIEW_SOURCE: &str = include_str!("../../../schemas/views/MissionView.avsc");
+
+/// The parsed schemas, one per event type plus the mission view.
+#[derive(Debug)]
+pub struct Catalog {
+    events: HashMap<EventType, (Schema, &'static str)>,
+    view: Schema,
+}
+
+impl Catalog {
+    /// Parses every embedded schema. The schemas are checked by the test
+    /// suite, so a failure here is a build defect, not a runtime condition.
+    pub fn load() -> Catalog {
+        let events = EventType::ALL
+            .into_iter()
+            .map(|t| {
+                let text = source(t);
+                let schema = Schema::parse_str(text)
+                    .unwrap_or_else(|e| panic!("embedded schema of {t} is invalid: {e}"));
+                (t, (schema, text))
+            })
+            .collect();
+        let view = Schema::parse_str(VIEW_SOURCE)
+            .unwrap_or_else(|e| panic!("embedded MissionView schema is invalid: {e}"));
+        Catalog { events, view }
+    }
+
+    /// The reader schema of an event type.
+    pub fn event_schema(&self, event_type: EventType) -> &Schema {
+        &self.events[&event_type].0
+    }
+
+    /// The `.avsc` text of an event type, as registered with the registry.
+    pub fn event_schema_text(&self, event_type: EventType) -> &'static str {
+        self.events[&event_type].1
+    }
+
+    /// The mission view schema.
+    pub fn view_schema(&self) -> &Schema {
+        &self.view
+    }
+
+    /// The mission view `.avsc` text.
+    pub fn view_schema_text(&self) -> &'static str {
+        VIEW_SOURCE
+    }
+
+    /// Every (subject, schema text) pair of the department topics.
+    pub fn event_subjects(&self) -> impl Iterator<Item = (String, &'static str)> + '_ {
+        EventType::ALL
+            .into_iter()
+            .map(|t| (event_subject(t), self.event_schema_text(t)))
+    }
+
+    /// The event types a department topic may carry.
+    pub fn event_types_of(&self, department: Department) -> Vec<EventType> {
+        department.event_types().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::schema::Schema as S;
+
+    #[test]
+    fn every_schema_parses_and_names_its_event_type() {
+        let c = Catalog::load();
+        for t in EventType::ALL {
+            match c.event_schema(t) {
+                S::Record(r) => assert_eq!(r.name.fullname(None), t.avro_full_name()),
+                other => panic!("{t} is not a record: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_is_documented() {
+        for t in EventType::ALL {
+            let json: serde_json::Value =
+                serde_json::from_str(source(t)).expect("schema is JSON");
+            for f in json["fields"].as_array().expect("fields") {
+                assert!(
+                    f["doc"].as_str().is_some_and(|d| d.len() > 10),
+                    "{t}.{} has no doc",
+                    f["name"]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn subjects_follow_topic_record_name_strategy() {
+        assert_eq!(
+            event_subject(EventType::EducationExited),
+            "joinery.events.dfe-gov.joinery.dfe.EducationExited"
+        );
+        assert_eq!(view_subject("opportunity"), "joinery.views.opportunity-value");
+    }
+}

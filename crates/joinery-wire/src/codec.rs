@@ -1,0 +1,366 @@
+//! Avro values to and from the domain: department records into [`Event`]s
+//! for the processor, and [`MissionView`]s to and from the view topics.
+//!
+//! Decoding resolves the writer schema (from the registry, by id) against the
+//! reader schema this build was compiled with, so a department on an older or
+//! newer compatible schema version is read correctly.
+
+use std::collections::BTreeMap;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use joinery_domain::{
+    CitizenKey, Event, EventId, EventType, FieldValue, MissionView, OutcomeState, OutcomeView,
+};
+
+use crate::framing::FramingError;
+use crate::registry::RegistryError;
+
+/// Why a record could not be turned into a domain value. Each variant but
+/// [`DecodeError::Registry`] is a property of the record: it goes to the
+/// dead-letter topic with [`DecodeError::reason`] and processing goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The Confluent framing is wrong.
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    /// The schema id is not known to the registry.
+    #[error("schema id {0} is not registered")]
+    UnknownSchemaId(u32),
+    /// The registry could not be asked (retry; not the record's fault).
+    #[error(transparent)]
+    Registry(RegistryError),
+    /// The writer schema is not one of Joinery's event types.
+    #[error("writer schema `{0}` is not a Joinery event type")]
+    UnknownRecordType(String),
+    /// The event type does not belong on this topic.
+    #[error("{event_type} does not belong on topic {topic}")]
+    WrongTopic {
+        /// The record's event type.
+        event_type: EventType,
+        /// The topic it was found on.
+        topic: String,
+    },
+    /// The Avro body is truncated or corrupt, or cannot be resolved to the reader schema.
+    #[error("Avro body is corrupt or incompatible with the reader schema: {0}")]
+    CorruptAvro(String),
+    /// The body decoded but a field is invalid (e.g. a citizen_key that is not a pseudonym).
+    #[error("field `{field}` is invalid: {reason}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// A short stable label for metrics and dead-letter headers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Framing(f) => f.reason(),
+            DecodeError::UnknownSchemaId(_) => "unknown_schema_id",
+            DecodeError::Registry(_) => "registry_unavailable",
+            DecodeError::UnknownRecordType(_) => "unknown_record_type",
+            DecodeError::WrongTopic { .. } => "wrong_topic",
+            DecodeError::CorruptAvro(_) => "corrupt_avro",
+            DecodeError::InvalidField { .. } => "invalid_field",
+        }
+    }
+
+    /// True when the record itself is bad (dead-letter it); false when the
+    /// failure is the environment's (retry it).
+    pub fn is_poison(&self) -> bool {
+        !matches!(self, DecodeError::Registry(_))
+    }
+}
+
+impl From<RegistryError> for DecodeError {
+    fn from(e: RegistryError) -> Self {
+        DecodeError::Registry(e)
+    }
+}
+
+/// The record full name of a record schema.
+pub fn record_name(schema: &Schema) -> Option<String> {
+    match schema {
+        Schema::Record(r) => Some(r.name.fullname(None)),
+        _ => None,
+    }
+}
+
+/// Decodes an Avro body written with `writer` into the shape of `reader`.
+pub fn decode_value(writer: &Schema, reader: &Schema, mut body: &[u8]) -> Result<Value, DecodeError> {
+    let r = GenericDatumReader::builder(writer)
+        .reader_schema(reader)
+        .build()
+        .map_err(|e| DecodeError::CorruptAvro(e.to_string()))?;
+    let value = r
+        .read_value(&mut body)
+        .map_err(|e| DecodeError::CorruptAvro(e.to_string()))?;
+    if !body.is_empty() {
+        return Err(DecodeError::CorruptAvro(format!(
+            "{} trailing bytes after the record",
+            body.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// Encodes a value with `schema`, validating it first.
+pub fn encode_value(schema: &Schema, value: Value) -> Result<Vec<u8>, apache_avro::Error> {
+    GenericDatumWriter::builder(schema)
+        .build()?
+        .write_value_to_vec(value)
+}
+
+fn unwrap_union(v: Value) -> Value {
+    match v {
+        Value::Union(_, inner) => unwrap_union(*inner),
+        other => other,
+    }
+}
+
+fn text(v: Value) -> Option<String> {
+    match unwrap_union(v) {
+        Value::String(s) | Value::Enum(_, s) => Some(s),
+        Value::Uuid(u) => Some(u.hyphenated().to_string()),
+        _ => None,
+    }
+}
+
+fn millis(v: Value) -> Option<i64> {
+    match unwrap_union(v) {
+        Value::TimestampMillis(t) | Value::Long(t) => Some(t),
+        Value::Int(i) => Some(i64::from(i)),
+        _ => None,
+    }
+}
+
+fn field_value(v: Value) -> Option<FieldValue> {
+    match unwrap_union(v) {
+        Value::Boolean(b) => Some(FieldValue::Bool(b)),
+        Value::Int(i) => Some(FieldValue::Int(i64::from(i))),
+        Value::Long(i) | Value::TimestampMillis(i) => Some(FieldValue::Int(i)),
+        Value::String(s) | Value::Enum(_, s) => Some(FieldValue::Text(s)),
+        Value::Uuid(u) => Some(FieldValue::Text(u.to_string())),
+        _ => None,
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
+    DecodeError::InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Turns a decoded department record into an [`Event`].
+pub fn event_from_value(event_type: EventType, value: Value) -> Result<Event, DecodeError> {
+    let Value::Record(fields) = value else {
+        return Err(DecodeError::CorruptAvro("top-level value is not a record".into()));
+    };
+    let mut event_id = None;
+    let mut occurred_at = None;
+    let mut recorded_at = None;
+    let mut citizen_key = None;
+    let mut department = None;
+    let mut area_code = None;
+    let mut birth_year_month = None;
+    let mut rest = BTreeMap::new();
+    for (name, v) in fields {
+        match name.as_str() {
+            "event_id" => event_id = text(v),
+            "occurred_at" => occurred_at = millis(v),
+            "recorded_at" => recorded_at = millis(v),
+            "citizen_key" => citizen_key = text(v),
+            "department" => department = text(v),
+            "area_code" => area_code = text(v),
+            "birth_year_month" => birth_year_month = text(v),
+            _ => {
+                if let Some(fv) = field_value(v) {
+                    rest.insert(name, fv);
+                }
+            }
+        }
+    }
+    let event_id: EventId = event_id
+        .ok_or_else(|| invalid("event_id", "missing"))?
+        .parse()
+        .map_err(|e| invalid("event_id", format!("not a UUID: {e}")))?;
+    let citizen_key: CitizenKey = citizen_key
+        .ok_or_else(|| invalid("citizen_key", "missing"))?
+        .parse()
+        .map_err(|e: joinery_domain::ids::InvalidCitizenKey| invalid("citizen_key", e.to_string()))?;
+    let occurred_at = occurred_at.ok_or_else(|| invalid("occurred_at", "missing"))?;
+    let recorded_at = recorded_at.ok_or_else(|| invalid("recorded_at", "missing"))?;
+    if department.as_deref() != Some(event_type.department().code()) {
+        return Err(invalid(
+            "department",
+            format!("must be `{}` for {event_type}", event_type.department()),
+        ));
+    }
+    Ok(Event {
+        event_id,
+        event_type,
+        occurred_at,
+        recorded_at,
+        citizen_key,
+        area_code,
+        birth_year_month,
+        fields: rest,
+    })
+}
+
+fn opt_string(v: Option<String>) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(s) => Value::Union(1, Box::new(Value::String(s))),
+    }
+}
+
+/// The Avro value of a mission view (schema `gov.joinery.views.MissionView`).
+pub fn view_to_value(view: &MissionView) -> Value {
+    let outcomes = view
+        .outcomes
+        .iter()
+        .map(|o| {
+            let symbol_index = match o.status {
+                OutcomeState::Pending => 0,
+                OutcomeState::Achieved => 1,
+                OutcomeState::NotAchieved => 2,
+            };
+            Value::Record(vec![
+                ("name".into(), Value::String(o.name.clone())),
+                ("status".into(), Value::Enum(symbol_index, o.status.symbol().into())),
+                ("anchor_at".into(), Value::TimestampMillis(o.anchor_at)),
+                (
+                    "decided_at".into(),
+                    match o.decided_at {
+                        None => Value::Union(0, Box::new(Value::Null)),
+                        Some(t) => Value::Union(1, Box::new(Value::TimestampMillis(t))),
+                    },
+                ),
+                (
+                    "duration_days".into(),
+                    match o.duration_days {
+                        None => Value::Union(0, Box::new(Value::Null)),
+                        Some(d) => Value::Union(1, Box::new(Value::Long(d))),
+                    },
+                ),
+            ])
+        })
+        .collect();
+    Value::Record(vec![
+        ("mission".into(), Value::String(view.mission.clone())),
+        ("citizen_key".into(), Value::String(view.citizen_key.to_string())),
+        ("version".into(), Value::Long(view.version)),
+        ("watermark".into(), Value::TimestampMillis(view.watermark)),
+        ("in_cohort".into(), Value::Boolean(view.in_cohort)),
+        ("area_code".into(), opt_string(view.area_code.clone())),
+        ("cohort_month".into(), opt_string(view.cohort_month.clone())),
+        ("outcomes".into(), Value::Array(outcomes)),
+        ("ingested_at".into(), Value::TimestampMillis(view.ingested_at)),
+    ])
+}
+
+fn take(fields: &mut Vec<(String, Value)>, name: &str) -> Option<Value> {
+    let i = fields.iter().position(|(n, _)| n == name)?;
+    Some(fields.swap_remove(i).1)
+}
+
+/// Reads a mission view back from its Avro value.
+pub fn view_from_value(value: Value) -> Result<MissionView, DecodeError> {
+    let Value::Record(mut f) = value else {
+        return Err(DecodeError::CorruptAvro("view is not a record".into()));
+    };
+    let mut outcomes = Vec::new();
+    if let Some(Value::Array(items)) = take(&mut f, "outcomes") {
+        for item in items {
+            let Value::Record(mut o) = item else {
+                return Err(DecodeError::CorruptAvro("outcome is not a record".into()));
+            };
+            let status = take(&mut o, "status")
+                .and_then(text)
+                .and_then(|s| OutcomeState::from_symbol(&s))
+                .ok_or_else(|| invalid("outcomes.status", "missing or unknown"))?;
+            outcomes.push(OutcomeView {
+                name: take(&mut o, "name")
+                    .and_then(text)
+                    .ok_or_else(|| invalid("outcomes.name", "missing"))?,
+                status,
+                anchor_at: take(&mut o, "anchor_at")
+                    .and_then(millis)
+                    .ok_or_else(|| invalid("outcomes.anchor_at", "missing"))?,
+                decided_at: take(&mut o, "decided_at").and_then(millis),
+                duration_days: take(&mut o, "duration_days").and_then(millis),
+            });
+        }
+    }
+    Ok(MissionView {
+        mission: take(&mut f, "mission")
+            .and_then(text)
+            .ok_or_else(|| invalid("mission", "missing"))?,
+        citizen_key: take(&mut f, "citizen_key")
+            .and_then(text)
+            .ok_or_else(|| invalid("citizen_key", "missing"))?
+            .parse()
+            .map_err(|e: joinery_domain::ids::InvalidCitizenKey| invalid("citizen_key", e.to_string()))?,
+        version: take(&mut f, "version")
+            .and_then(millis)
+            .ok_or_else(|| invalid("version", "missing"))?,
+        watermark: take(&mut f, "watermark")
+            .and_then(millis)
+            .ok_or_else(|| invalid("watermark", "missing"))?,
+        in_cohort: matches!(take(&mut f, "in_cohort").map(unwrap_union), Some(Value::Boolean(true))),
+        area_code: take(&mut f, "area_code").and_then(text),
+        cohort_month: take(&mut f, "cohort_month").and_then(text),
+        outcomes,
+        ingested_at: take(&mut f, "ingested_at").and_then(millis).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Catalog;
+
+    fn view() -> MissionView {
+        MissionView {
+            mission: "opportunity".into(),
+            citizen_key: "ab".repeat(32).parse().expect("valid key"),
+            version: 3,
+            watermark: 1_700_000_000_000,
+            in_cohort: true,
+            area_code: Some("E08000025".into()),
+            cohort_month: Some("2026-07".into()),
+            outcomes: vec![OutcomeView {
+                name: "sustained_employment_180d".into(),
+                status: OutcomeState::Achieved,
+                anchor_at: 1_690_000_000_000,
+                decided_at: Some(1_695_000_000_000),
+                duration_days: Some(57),
+            }],
+            ingested_at: 1_700_000_000_123,
+        }
+    }
+
+    #[test]
+    fn a_view_round_trips_through_avro() {
+        let c = Catalog::load();
+        let bytes = encode_value(c.view_schema(), view_to_value(&view())).expect("encodes");
+        let value = decode_value(c.view_schema(), c.view_schema(), &bytes).expect("decodes");
+        assert_eq!(view_from_value(value).expect("a view"), view());
+    }
+
+    #[test]
+    fn truncated_avro_is_a_named_error() {
+        let c = Catalog::load();
+        let bytes = encode_value(c.view_schema(), view_to_value(&view())).expect("encodes");
+        let err = decode_value(c.view_schema(), c.view_schema(), &bytes[..bytes.len() / 2])
+            .expect_err("truncated");
+        assert_eq!(err.reason(), "corrupt_avro");
+    }
+}
