@@ -1,0 +1,51 @@
+//! One citizen's event history, deduplicated by `event_id` and kept in event
+//! time order, so that evaluation never depends on arrival order.
+
+use std::collections::BTreeMap;
+
+use joinery_domain::{Event, EventId, EventType, Millis};
+use serde::{Deserialize, Serialize};
+
+/// A citizen's events, keyed by (event time, event id): iteration is in event
+/// time, ties broken by id, whatever order they arrived in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CitizenEvents {
+    events: BTreeMap<(Millis, EventId), Event>,
+}
+
+impl CitizenEvents {
+    /// Adds an event. Returns false (and changes nothing) when an event with
+    /// the same id is already present: a re-sent event is applied once.
+    pub fn insert(&mut self, event: Event) -> bool {
+        if self.contains(event.event_id) {
+            return false;
+        }
+        self.events.insert((event.occurred_at, event.event_id), event);
+        true
+    }
+
+    /// Whether an event with this id is present.
+    pub fn contains(&self, id: EventId) -> bool {
+        self.events.keys().any(|(_, e)| *e == id)
+    }
+
+    /// All events in event-time order.
+    pub fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.events.values()
+    }
+
+    /// Events of one type in event-time order.
+    pub fn of_type(&self, t: EventType) -> impl Iterator<Item = &Event> {
+        self.iter().filter(move |e| e.event_type == t)
+    }
+
+    /// Number of distinct events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}

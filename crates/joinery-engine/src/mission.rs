@@ -1,0 +1,38 @@
+//! What a mission is to the engine: a pure function from a citizen's events
+//! and the watermark to an [`Evaluation`].
+
+use joinery_domain::{Millis, OutcomeView};
+use serde::{Deserialize, Serialize};
+
+use crate::CitizenEvents;
+
+/// One citizen's evaluation of one mission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Whether the citizen is in the mission's cohort.
+    pub in_cohort: bool,
+    /// Area of the anchor event.
+    pub area_code: Option<String>,
+    /// `YYYY-MM` of the anchor event.
+    pub cohort_month: Option<String>,
+    /// Each outcome's status.
+    pub outcomes: Vec<OutcomeView>,
+    /// The earliest watermark at which this evaluation could change without
+    /// any new event (a deadline); `None` when every outcome is final.
+    pub next_deadline: Option<Millis>,
+}
+
+/// A mission: a cohort and its outcomes, evaluated per citizen.
+pub trait Mission: std::fmt::Debug + Send + Sync {
+    /// The mission id, as in `joinery.views.<id>` and the API.
+    fn id(&self) -> &'static str;
+
+    /// Evaluates the mission over one citizen's events at `watermark`.
+    /// Must be deterministic: same events and watermark, same evaluation.
+    fn evaluate(&self, events: &CitizenEvents, watermark: Millis) -> Evaluation;
+}
+
+/// The missions compiled into this build.
+pub fn builtin_missions() -> Vec<Box<dyn Mission>> {
+    vec![Box::new(crate::opportunity::Opportunity)]
+}
