@@ -9,3 +9,14 @@ export JOINERY_STATE_DIR="${JOINERY_STATE_DIR:-$JOINERY_ROOT/.joinery}"
 export JOINERY_LOG_DIR="${JOINERY_LOG_DIR:-$JOINERY_STATE_DIR/logs}"
 export JOINERY_KAFKA_BROKERS="${JOINERY_KAFKA_BROKERS:-127.0.0.1:9092}"
 mkdir -p "$JOINERY_CACHE_DIR" "$JOINERY_LOG_DIR"
+
+# RocksDB's C++ takes ~17 minutes to compile on 2 cores. After the first
+# source build, deploy/local/build keeps librocksdb.a and libsnappy.a here and
+# later builds link them instead (any feature-set variant then costs seconds).
+# Without the cache, librocksdb-sys builds from source as usual.
+JOINERY_ROCKSDB_VERSION="$(sed -n '/^name = "librocksdb-sys"/{n;s/^version = "\(.*\)"/\1/p}' "$JOINERY_ROOT/Cargo.lock" 2>/dev/null)"
+export JOINERY_ROCKSDB_CACHE="$JOINERY_CACHE_DIR/librocksdb-sys-${JOINERY_ROCKSDB_VERSION:-unknown}"
+if [ -f "$JOINERY_ROCKSDB_CACHE/librocksdb.a" ] && [ -f "$JOINERY_ROCKSDB_CACHE/libsnappy.a" ]; then
+  export ROCKSDB_LIB_DIR="$JOINERY_ROCKSDB_CACHE" ROCKSDB_STATIC=1
+  export SNAPPY_LIB_DIR="$JOINERY_ROCKSDB_CACHE" SNAPPY_STATIC=1
+fi
