@@ -1,1 +1,26 @@
-//! placeholder
+//! # joinery-runtime
+//!
+//! The skeleton every Joinery service shares, so that each looks the same to
+//! an operator: tracing set up once, one injected Prometheus registry,
+//! `/healthz`, `/readyz` and `/metrics` on the service's HTTP port, a
+//! shutdown signal (SIGINT/SIGTERM) that cancels every task, and the Kafka
+//! settings every client uses.
+//!
+//! # Layout
+//!
+//! - [`auth`]: bearer tokens, stored hashed, and the principals they stand for.
+//! - [`telemetry`]: tracing subscriber and the metrics registry.
+//! - [`http`]: the operator endpoints and a server that drains on shutdown.
+//! - [`shutdown`]: the signal future and task supervision.
+//! - [`kafka`]: client configuration, topic creation, and a consumer context
+//!   that resumes from offsets kept in the service's own state store.
+
+pub mod auth;
+pub mod http;
+pub mod kafka;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use http::{serve, Health};
+pub use shutdown::{shutdown_signal, Supervisor};
+pub use telemetry::Telemetry;

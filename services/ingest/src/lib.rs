@@ -1,1 +1,171 @@
-//! placeholder
+//! # joinery-ingest
+//!
+//! The department ingest gateway, Joinery's front door for departments that
+//! do not run their own Kafka producers. `POST /v1/events` takes JSON events,
+//! checks the bearer token's department against each event type, validates
+//! each event against its Avro schema, replaces the raw identifier with the
+//! HMAC `citizen_key`, and produces it to `joinery.events.<department>` in the
+//! Confluent wire format. It answers 202 only once Kafka has acknowledged
+//! every accepted event (idempotent producer, `acks=all`).
+//!
+//! # Layout
+//!
+//! - [`convert`]: JSON to Avro with per-field errors, and pseudonymisation.
+//! - `api`: the HTTP handlers, status codes and response bodies.
+
+pub mod convert;
+
+mod api;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use joinery_domain::{Department, EventType, Pseudonymiser};
+use joinery_runtime::auth::TokenStore;
+use joinery_runtime::http::{bind, ops_router};
+use joinery_runtime::kafka::{ensure_topics, KafkaSettings, TopicSpec};
+use joinery_runtime::{serve, Health, Telemetry};
+use joinery_wire::{catalog::event_subject, Catalog, RegistryClient};
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+/// Gateway configuration.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Address of the HTTP API (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Kafka connection and department topic partition count.
+    pub kafka: KafkaSettings,
+    /// Schema registry base URL.
+    pub registry_url: String,
+    /// Token file (hashes and principals).
+    pub tokens: PathBuf,
+    /// The pseudonymisation key (at least 32 bytes).
+    pub pseudonymiser: Pseudonymiser,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events accepted in one request.
+    pub max_batch: usize,
+}
+
+/// Metrics of the gateway.
+#[derive(Debug, Clone)]
+pub(crate) struct IngestMetrics {
+    pub(crate) events: prometheus::IntCounterVec,
+    pub(crate) request_seconds: prometheus::HistogramVec,
+}
+
+impl IngestMetrics {
+    fn new(t: &Telemetry) -> IngestMetrics {
+        IngestMetrics {
+            events: t.register(
+                prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "joinery_ingest_events_total",
+                        "Events received by the gateway, by department, event type, outcome (accepted or rejected) and reason",
+                    ),
+                    &["department", "event_type", "outcome", "reason"],
+                )
+                .expect("valid metric"),
+            ),
+            request_seconds: t.register(
+                prometheus::HistogramVec::new(
+                    prometheus::HistogramOpts::new(
+                        "joinery_ingest_request_duration_seconds",
+                        "Time from request to response of POST /v1/events, by status code",
+                    )
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                    &["status"],
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct Gateway {
+    pub(crate) catalog: Catalog,
+    pub(crate) schema_ids: HashMap<EventType, u32>,
+    pub(crate) producer: FutureProducer,
+    pub(crate) tokens: TokenStore,
+    pub(crate) pseudonymiser: Pseudonymiser,
+    pub(crate) metrics: IngestMetrics,
+    pub(crate) max_batch: usize,
+}
+
+/// The department topics, all with the same partition count.
+pub fn department_topics(kafka: &KafkaSettings) -> Vec<TopicSpec> {
+    Department::ALL
+        .into_iter()
+        .map(|d| TopicSpec {
+            name: d.topic(),
+            partitions: kafka.partitions,
+            compacted: false,
+        })
+        .collect()
+}
+
+/// Registers every event schema, retrying while the registry starts.
+pub async fn register_event_schemas(
+    registry: &RegistryClient,
+    catalog: &Catalog,
+    cancel: &CancellationToken,
+) -> anyhow::Result<HashMap<EventType, u32>> {
+    let mut ids = HashMap::new();
+    for t in EventType::ALL {
+        let subject = event_subject(t);
+        let mut attempt = 0u32;
+        let id = loop {
+            match registry.register(&subject, catalog.event_schema_text(t)).await {
+                Ok(id) => break id,
+                Err(e) if e.is_retryable() && attempt < 60 && !cancel.is_cancelled() => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, "schema registry not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        ids.insert(t, id);
+    }
+    Ok(ids)
+}
+
+/// Runs the gateway until `cancel` fires.
+pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new("ingest");
+    let health = Health::default();
+    let listener = bind(config.listen).await?;
+    let tokens = TokenStore::load(&config.tokens)?;
+    tokens.spawn_reloader(Duration::from_secs(2));
+    ensure_topics(&config.kafka, &department_topics(&config.kafka)).await?;
+    let catalog = Catalog::load();
+    let registry = RegistryClient::new(&config.registry_url);
+    let schema_ids = register_event_schemas(&registry, &catalog, &cancel).await?;
+    let producer: FutureProducer = config
+        .kafka
+        .producer("joinery-ingest")
+        .set("queue.buffering.max.messages", "100000")
+        .create()?;
+    let gateway = Arc::new(Gateway {
+        catalog,
+        schema_ids,
+        producer,
+        tokens,
+        pseudonymiser: config.pseudonymiser,
+        metrics: IngestMetrics::new(&telemetry),
+        max_batch: config.max_batch,
+    });
+    health.set_ready(true);
+    let router = api::router(Arc::clone(&gateway), config.max_body_bytes)
+        .merge(ops_router(health, telemetry));
+    serve(listener, router, cancel).await?;
+    // Flush what is queued so that nothing acknowledged is lost on shutdown.
+    use rdkafka::producer::Producer;
+    gateway.producer.flush(Duration::from_secs(10))?;
+    Ok(())
+}

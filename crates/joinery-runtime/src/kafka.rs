@@ -1,0 +1,215 @@
+//! Kafka settings shared by every client, topic creation with co-partitioning
+//! checked, and a consumer context that resumes from offsets a service keeps
+//! in its own state store (written in the same batch as the state).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+/// Where Kafka is and how clients identify themselves.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Partitions of every department topic (must be equal: co-partitioning).
+    pub partitions: i32,
+    /// Replication factor of the topics Joinery creates.
+    pub replication: i32,
+}
+
+impl KafkaSettings {
+    /// Settings for a broker list with the default partition count (6) and replication 1.
+    pub fn new(brokers: impl Into<String>) -> KafkaSettings {
+        KafkaSettings {
+            brokers: brokers.into(),
+            partitions: 6,
+            replication: 1,
+        }
+    }
+
+    /// A client configuration with the bootstrap servers set.
+    pub fn client(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id)
+            .set("socket.keepalive.enable", "true");
+        c
+    }
+
+    /// A durable producer: idempotent, `acks=all`, and the Java client's
+    /// murmur2 partitioner so that any client puts a citizen on the same partition.
+    pub fn producer(&self, client_id: &str) -> ClientConfig {
+        let mut c = self.client(client_id);
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        c
+    }
+
+    /// A consumer that never auto-commits or auto-stores offsets: the service
+    /// keeps its offsets with its state and commits to Kafka only for lag
+    /// monitoring. Reads only committed records of transactional producers.
+    pub fn consumer(&self, client_id: &str, group: &str) -> ClientConfig {
+        let mut c = self.client(client_id);
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        c
+    }
+}
+
+/// A topic Joinery needs.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// Whether the topic is compacted (views, schemas) rather than retained.
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet and checks that existing ones
+/// have the expected partition count (a mismatch would break co-partitioning).
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = settings.client("joinery-admin").create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            let nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(settings.replication));
+            if t.compacted {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt.set("retention.ms", "-1")
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(new.iter(), &opts).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    for t in topics {
+        let found = metadata.topics().iter().find(|m| m.name() == t.name);
+        let count = found.map(|m| m.partitions().len() as i32).unwrap_or(0);
+        if count != t.partitions {
+            anyhow::bail!(
+                "topic {} has {count} partitions but Joinery expects {}: all department topics must share one partition count so that a citizen's events meet in one partition",
+                t.name,
+                t.partitions
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Looks up the next offset to consume from the service's own state store.
+pub type OffsetLookup = Arc<dyn Fn(&str, i32) -> anyhow::Result<Option<i64>> + Send + Sync>;
+
+/// Called after partitions are assigned or revoked (e.g. to count rebalances).
+pub type RebalanceHook = Arc<dyn Fn(&RebalanceEvent) + Send + Sync>;
+
+/// What a rebalance did.
+#[derive(Debug, Clone)]
+pub enum RebalanceEvent {
+    /// These (topic, partition, resume offset) were assigned.
+    Assigned(Vec<(String, i32, Option<i64>)>),
+    /// These (topic, partition) were revoked.
+    Revoked(Vec<(String, i32)>),
+    /// The rebalance failed.
+    Failed(String),
+}
+
+/// A consumer context that, on assignment, starts each partition at the
+/// offset stored with the service's state (or the beginning of the log),
+/// ignoring Kafka's committed offsets: the state store is the truth.
+pub struct StoredOffsetsContext {
+    lookup: OffsetLookup,
+    hook: RebalanceHook,
+}
+
+impl std::fmt::Debug for StoredOffsetsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredOffsetsContext")
+    }
+}
+
+impl StoredOffsetsContext {
+    /// A context reading offsets with `lookup` and reporting to `hook`.
+    pub fn new(lookup: OffsetLookup, hook: RebalanceHook) -> StoredOffsetsContext {
+        StoredOffsetsContext { lookup, hook }
+    }
+}
+
+impl ClientContext for StoredOffsetsContext {}
+
+impl ConsumerContext for StoredOffsetsContext {
+    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut assigned = Vec::new();
+                for elem in tpl.elements() {
+                    let (topic, p) = (elem.topic().to_owned(), elem.partition());
+                    let stored = match (self.lookup)(&topic, p) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            // Without its offset the partition cannot be resumed safely.
+                            (self.hook)(&RebalanceEvent::Failed(format!("offset lookup for {topic}/{p}: {e:#}")));
+                            return;
+                        }
+                    };
+                    assigned.push((topic, p, stored));
+                }
+                for (topic, p, stored) in &assigned {
+                    let offset = stored.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = tpl.set_partition_offset(topic, *p, offset) {
+                        (self.hook)(&RebalanceEvent::Failed(format!("{topic}/{p}: {e}")));
+                        return;
+                    }
+                }
+                if let Err(e) = base.assign(tpl) {
+                    (self.hook)(&RebalanceEvent::Failed(format!("assign: {e}")));
+                    return;
+                }
+                (self.hook)(&RebalanceEvent::Assigned(assigned));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                if let Err(e) = base.unassign() {
+                    (self.hook)(&RebalanceEvent::Failed(format!("unassign: {e}")));
+                }
+                (self.hook)(&RebalanceEvent::Revoked(revoked));
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                (self.hook)(&RebalanceEvent::Failed(KafkaError::Rebalance(code).to_string()));
+            }
+        }
+    }
+
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {}
+}

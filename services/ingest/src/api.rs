@@ -1,0 +1,212 @@
+//! `POST /v1/events`: status codes and bodies.
+//!
+//! - 202: every accepted event is in Kafka; the body lists each event's id.
+//! - 400: invalid events, each with its index, field and what was expected;
+//!   nothing is produced unless `?partial=true`, which produces the valid ones.
+//! - 401 without a valid bearer token; 403 for another department's type.
+//! - 413 over the body or batch limit; 415 for an unsupported content type.
+//! - 503 with `Retry-After` when Kafka cannot take or acknowledge the events.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use joinery_domain::EventType;
+use joinery_runtime::auth::Principal;
+use joinery_wire::codec::encode_value;
+use joinery_wire::framing::frame;
+use rdkafka::producer::FutureRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json_};
+
+use crate::convert::{convert, Converted, FieldError};
+use crate::Gateway;
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    #[serde(default)]
+    partial: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Rejected {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, Response> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let text = std::str::from_utf8(body).map_err(|e| {
+        error(StatusCode::BAD_REQUEST, format!("body is not valid UTF-8 (byte {}); send UTF-8 JSON", e.valid_up_to()))
+    })?;
+    if ct.starts_with("application/x-ndjson") {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| {
+                    error(StatusCode::BAD_REQUEST, format!("line {} is not JSON: {e}", i + 1))
+                })
+            })
+            .collect()
+    } else if ct.starts_with("application/json") {
+        match serde_json::from_str::<Json_>(text) {
+            Ok(Json_::Array(items)) => Ok(items),
+            Ok(one) => Ok(vec![one]),
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}; send one event object, an array of them, or NDJSON with Content-Type application/x-ndjson"))),
+        }
+    } else {
+        Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("content type `{ct}` is not accepted; use application/json or application/x-ndjson")))
+    }
+}
+
+async fn post_events(
+    State(g): State<Arc<Gateway>>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let resp = handle(&g, params, &headers, &body).await;
+    g.metrics
+        .request_seconds
+        .with_label_values(&[resp.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some(principal) = g.tokens.authenticate(auth) else {
+        return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token: send `Authorization: Bearer <your department's token>`");
+    };
+    let Principal::Department(department) = principal else {
+        return error(StatusCode::FORBIDDEN, "this token may not publish events; use a department token");
+    };
+    let items = match parse_body(headers, body) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if items.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "no events in the body");
+    }
+    if items.len() > g.max_batch {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("{} events in one request; the limit is {}: split the batch", items.len(), g.max_batch));
+    }
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut accepted: Vec<(usize, Converted)> = Vec::new();
+    let mut rejected: Vec<Rejected> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let event_id = item.get("event_id").and_then(|v| v.as_str()).map(str::to_owned);
+        let typ = item.get("type").and_then(|v| v.as_str()).and_then(|t| t.parse::<EventType>().ok());
+        if let Some(t) = typ {
+            if t.department() != department {
+                return error(StatusCode::FORBIDDEN, format!("event {index} is {t}, which only {} may publish; this token belongs to {department}", t.department()));
+            }
+        }
+        match convert(item, |t| g.catalog.event_schema(t).clone(), &g.pseudonymiser, now) {
+            Ok(c) => accepted.push((index, c)),
+            Err(errors) => {
+                let label = typ.map(|t| t.to_string()).unwrap_or_else(|| "unknown".into());
+                g.metrics
+                    .events
+                    .with_label_values(&[department.code(), &label, "rejected", "invalid"])
+                    .inc();
+                rejected.push(Rejected { index, event_id, errors });
+            }
+        }
+    }
+    if !rejected.is_empty() && !params.partial {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": format!("{} of {} events are invalid; nothing was published. Fix them, or send ?partial=true to publish the valid ones", rejected.len(), items.len()),
+                "rejected": rejected,
+            })),
+        )
+            .into_response();
+    }
+
+    // Produce everything first, then wait for every acknowledgement.
+    let mut pending = Vec::with_capacity(accepted.len());
+    for (index, c) in accepted {
+        let schema = g.catalog.event_schema(c.event_type);
+        let body = match encode_value(schema, c.value) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, event_type = %c.event_type, "converted event does not match its schema");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error encoding an event; nothing further was published");
+            }
+        };
+        let payload = frame(g.schema_ids[&c.event_type], &body);
+        let topic = c.event_type.department().topic();
+        let record = FutureRecord::to(&topic).key(&c.citizen_key).payload(&payload);
+        match g.producer.send_result(record) {
+            Ok(fut) => pending.push((index, c.event_id, c.event_type, fut)),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "producer queue refused an event");
+                return overloaded(format!("Kafka producer queue is full ({e}); retry after the indicated delay"));
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(pending.len());
+    let mut failed = None;
+    for (index, event_id, t, fut) in pending {
+        match tokio::time::timeout(Duration::from_secs(35), fut).await {
+            Ok(Ok(Ok(_))) => {
+                g.metrics.events.with_label_values(&[department.code(), &t.to_string(), "accepted", ""]).inc();
+                results.push(json!({"index": index, "event_id": event_id, "status": "accepted"}));
+            }
+            Ok(Ok(Err((e, _)))) => failed = Some(e.to_string()),
+            Ok(Err(_)) => failed = Some("delivery cancelled".into()),
+            Err(_) => failed = Some("no acknowledgement within 35 s".into()),
+        }
+    }
+    if let Some(reason) = failed {
+        return overloaded(format!("Kafka did not acknowledge every event ({reason}); retry the whole request: re-sent events are applied once"));
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": results.len(), "rejected": rejected, "events": results})),
+    )
+        .into_response()
+}
+
+fn overloaded(message: String) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    r
+}
+
+async fn limit_exceeded(limit: usize) -> Response {
+    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes: split the batch"))
+}
+
+pub(crate) fn router(g: Arc<Gateway>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(move |r: Response| async move {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE && r.headers().get(header::CONTENT_TYPE).is_some_and(|c| c.as_bytes().starts_with(b"text/plain")) {
+                limit_exceeded(max_body).await
+            } else {
+                r
+            }
+        }))
+        .with_state(g)
+}
