@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// A citizen's events, keyed by (event time, event id): iteration is in event
 /// time, ties broken by id, whatever order they arrived in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<Event>", into = "Vec<Event>")]
 pub struct CitizenEvents {
     events: BTreeMap<(Millis, EventId), Event>,
 }
@@ -47,5 +48,46 @@ impl CitizenEvents {
     /// Whether there are no events.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+}
+
+impl From<Vec<Event>> for CitizenEvents {
+    fn from(events: Vec<Event>) -> Self {
+        let mut c = CitizenEvents::default();
+        for e in events {
+            c.insert(e);
+        }
+        c
+    }
+}
+
+impl From<CitizenEvents> for Vec<Event> {
+    fn from(c: CitizenEvents) -> Self {
+        c.events.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_a_json_round_trip() {
+        let e = Event {
+            event_id: EventId(uuid::Uuid::from_u128(1)),
+            event_type: EventType::EducationExited,
+            occurred_at: 5,
+            recorded_at: 6,
+            citizen_key: "ab".repeat(32).parse().expect("key"),
+            area_code: None,
+            birth_year_month: None,
+            fields: Default::default(),
+        };
+        let mut c = CitizenEvents::default();
+        assert!(c.insert(e.clone()));
+        assert!(!c.insert(e));
+        let json = serde_json::to_vec(&c).expect("serialises");
+        let back: CitizenEvents = serde_json::from_slice(&json).expect("deserialises");
+        assert_eq!(back, c);
     }
 }

@@ -21,6 +21,9 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Replication factor of the topics Joinery creates.
     pub replication: i32,
+    /// Prefix of every topic name (empty in production; tests use a unique
+    /// one so that they can share a broker).
+    pub namespace: String,
 }
 
 impl KafkaSettings {
@@ -30,7 +33,18 @@ impl KafkaSettings {
             brokers: brokers.into(),
             partitions: 6,
             replication: 1,
+            namespace: String::new(),
         }
+    }
+
+    /// The real name of a Joinery topic: the namespace, then `name`.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.namespace)
+    }
+
+    /// The Joinery name of a real topic (the namespace stripped).
+    pub fn joinery_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(self.namespace.as_str())
     }
 
     /// A client configuration with the bootstrap servers set.

@@ -16,14 +16,10 @@ pub fn view_topic(mission: &str) -> String {
     format!("joinery.views.{mission}")
 }
 
-/// The registry subject of an event type on its department topic
+/// The registry subject of an event type on `topic`, its department's topic
 /// (TopicRecordNameStrategy: `<topic>-<record full name>`).
-pub fn event_subject(event_type: EventType) -> String {
-    format!(
-        "{}-{}",
-        event_type.department().topic(),
-        event_type.avro_full_name()
-    )
+pub fn event_subject(topic: &str, event_type: EventType) -> String {
+    format!("{topic}-{}", event_type.avro_full_name())
 }
 
 fn source(event_type: EventType) -> &'static str {
@@ -91,13 +87,6 @@ impl Catalog {
         VIEW_SOURCE
     }
 
-    /// Every (subject, schema text) pair of the department topics.
-    pub fn event_subjects(&self) -> impl Iterator<Item = (String, &'static str)> + '_ {
-        EventType::ALL
-            .into_iter()
-            .map(|t| (event_subject(t), self.event_schema_text(t)))
-    }
-
     /// The event types a department topic may carry.
     pub fn event_types_of(&self, department: Department) -> Vec<EventType> {
         department.event_types().collect()
@@ -138,7 +127,7 @@ mod tests {
     #[test]
     fn subjects_follow_topic_record_name_strategy() {
         assert_eq!(
-            event_subject(EventType::EducationExited),
+            event_subject("joinery.events.dfe", EventType::EducationExited),
             "joinery.events.dfe-gov.joinery.dfe.EducationExited"
         );
         assert_eq!(view_subject("opportunity"), "joinery.views.opportunity-value");

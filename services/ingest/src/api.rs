@@ -154,7 +154,7 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
             }
         };
         let payload = frame(g.schema_ids[&c.event_type], &body);
-        let topic = c.event_type.department().topic();
+        let topic = g.kafka.topic(&c.event_type.department().topic());
         let record = FutureRecord::to(&topic).key(&c.citizen_key).payload(&payload);
         match g.producer.send_result(record) {
             Ok(fut) => pending.push((index, c.event_id, c.event_type, fut)),

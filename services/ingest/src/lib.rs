@@ -95,6 +95,7 @@ pub(crate) struct Gateway {
     pub(crate) pseudonymiser: Pseudonymiser,
     pub(crate) metrics: IngestMetrics,
     pub(crate) max_batch: usize,
+    pub(crate) kafka: KafkaSettings,
 }
 
 /// The department topics, all with the same partition count.
@@ -102,7 +103,7 @@ pub fn department_topics(kafka: &KafkaSettings) -> Vec<TopicSpec> {
     Department::ALL
         .into_iter()
         .map(|d| TopicSpec {
-            name: d.topic(),
+            name: kafka.topic(&d.topic()),
             partitions: kafka.partitions,
             compacted: false,
         })
@@ -111,13 +112,14 @@ pub fn department_topics(kafka: &KafkaSettings) -> Vec<TopicSpec> {
 
 /// Registers every event schema, retrying while the registry starts.
 pub async fn register_event_schemas(
+    kafka: &KafkaSettings,
     registry: &RegistryClient,
     catalog: &Catalog,
     cancel: &CancellationToken,
 ) -> anyhow::Result<HashMap<EventType, u32>> {
     let mut ids = HashMap::new();
     for t in EventType::ALL {
-        let subject = event_subject(t);
+        let subject = event_subject(&kafka.topic(&t.department().topic()), t);
         let mut attempt = 0u32;
         let id = loop {
             match registry.register(&subject, catalog.event_schema_text(t)).await {
@@ -145,7 +147,7 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
     ensure_topics(&config.kafka, &department_topics(&config.kafka)).await?;
     let catalog = Catalog::load();
     let registry = RegistryClient::new(&config.registry_url);
-    let schema_ids = register_event_schemas(&registry, &catalog, &cancel).await?;
+    let schema_ids = register_event_schemas(&config.kafka, &registry, &catalog, &cancel).await?;
     let producer: FutureProducer = config
         .kafka
         .producer("joinery-ingest")
@@ -159,6 +161,7 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
         pseudonymiser: config.pseudonymiser,
         metrics: IngestMetrics::new(&telemetry),
         max_batch: config.max_batch,
+        kafka: config.kafka.clone(),
     });
     health.set_ready(true);
     let router = api::router(Arc::clone(&gateway), config.max_body_bytes)

@@ -35,7 +35,7 @@ use joinery_runtime::http::{bind, ops_router};
 use joinery_runtime::kafka::{ensure_topics, KafkaSettings, RebalanceEvent, StoredOffsetsContext, TopicSpec};
 use joinery_runtime::{serve, Health, Supervisor, Telemetry};
 use joinery_store::{Store, StoreOptions};
-use joinery_wire::catalog::{view_subject, view_topic};
+use joinery_wire::catalog::view_topic;
 use joinery_wire::codec::{decode_value, encode_value, event_from_value, record_name, view_to_value};
 use joinery_wire::framing::{frame, unframe};
 use joinery_wire::{Catalog, DecodeError, RegistryClient};
@@ -134,10 +134,10 @@ struct Processor {
 pub fn processor_topics(kafka: &KafkaSettings, missions: &[Box<dyn Mission>]) -> Vec<TopicSpec> {
     let mut t: Vec<TopicSpec> = Department::ALL
         .into_iter()
-        .map(|d| TopicSpec { name: d.topic(), partitions: kafka.partitions, compacted: false })
+        .map(|d| TopicSpec { name: kafka.topic(&d.topic()), partitions: kafka.partitions, compacted: false })
         .collect();
-    t.extend(missions.iter().map(|m| TopicSpec { name: view_topic(m.id()), partitions: kafka.partitions, compacted: true }));
-    t.push(TopicSpec { name: DEAD_LETTER_TOPIC.into(), partitions: 1, compacted: false });
+    t.extend(missions.iter().map(|m| TopicSpec { name: kafka.topic(&view_topic(m.id())), partitions: kafka.partitions, compacted: true }));
+    t.push(TopicSpec { name: kafka.topic(DEAD_LETTER_TOPIC), partitions: 1, compacted: false });
     t
 }
 
@@ -150,9 +150,10 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     ensure_topics(&config.kafka, &processor_topics(&config.kafka, &missions)).await?;
     let catalog = Catalog::load();
     let registry = RegistryClient::new(&config.registry_url);
-    let view_schema_id = register_with_retry(&registry, &view_subject("opportunity"), catalog.view_schema_text(), &cancel).await?;
+    let mut view_schema_id = 0;
     for m in &missions {
-        register_with_retry(&registry, &view_subject(m.id()), catalog.view_schema_text(), &cancel).await?;
+        let subject = format!("{}-value", config.kafka.topic(&view_topic(m.id())));
+        view_schema_id = register_with_retry(&registry, &subject, catalog.view_schema_text(), &cancel).await?;
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.data_dir, &StoreOptions::default())?);
@@ -184,7 +185,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .kafka
         .consumer("joinery-processor", &config.group)
         .create_with_context(context)?;
-    let topics: Vec<String> = Department::ALL.iter().map(|d| d.topic()).collect();
+    let topics: Vec<String> = Department::ALL.iter().map(|d| config.kafka.topic(&d.topic())).collect();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     let producer: FutureProducer = config.kafka.producer("joinery-processor").create()?;
     let next_seq = store
@@ -317,7 +318,7 @@ impl Processor {
         self.metrics.dead_letters.with_label_values(&[m.topic(), err.reason()]).inc();
         tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = err.reason(), error = %err, "dead-lettering record");
         work.outbox.push(Entry {
-            topic: DEAD_LETTER_TOPIC.into(),
+            topic: self.config.kafka.topic(DEAD_LETTER_TOPIC),
             key: m.key().unwrap_or_default().to_vec(),
             payload: m.payload().unwrap_or_default().to_vec(),
             headers: vec![
@@ -340,7 +341,8 @@ impl Processor {
         };
         let name = record_name(&writer).unwrap_or_default();
         let event_type = EventType::from_avro_full_name(&name).ok_or(DecodeError::UnknownRecordType(name))?;
-        if Department::from_topic(m.topic()) != Some(event_type.department()) {
+        let department = self.config.kafka.joinery_name(m.topic()).and_then(Department::from_topic);
+        if department != Some(event_type.department()) {
             return Err(DecodeError::WrongTopic { event_type, topic: m.topic().into() });
         }
         let value = decode_value(&writer, self.catalog.event_schema(event_type), body)?;
@@ -450,7 +452,7 @@ impl Processor {
                 };
                 let body = encode_value(self.catalog.view_schema(), view_to_value(&view))?;
                 work.outbox.push(Entry {
-                    topic: view_topic(mission.id()),
+                    topic: self.config.kafka.topic(&view_topic(mission.id())),
                     key: citizen.as_str().as_bytes().to_vec(),
                     payload: frame(self.view_schema_id, &body),
                     headers: vec![],

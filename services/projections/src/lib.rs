@@ -1,1 +1,267 @@
-//! placeholder
+//! # joinery-projections
+//!
+//! The last box of the data flow: consumes `joinery.views.<mission>`, keeps
+//! each mission's outcome metrics incrementally in RocksDB (offsets in the
+//! same batch), and serves them: the JSON API for mission boards, the board
+//! itself as HTML, and the figures as Prometheus gauges for operators.
+//!
+//! # Layout
+//!
+//! - [`aggregate`]: contributions and incremental metrics.
+//! - [`disclosure`]: the 10-5 rule for board readers.
+//! - `api`: HTTP endpoints and the board page.
+
+pub mod aggregate;
+pub mod disclosure;
+
+mod api;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use joinery_engine::builtin_missions;
+use joinery_runtime::auth::TokenStore;
+use joinery_runtime::http::{bind, ops_router};
+use joinery_runtime::kafka::{KafkaSettings, RebalanceEvent, StoredOffsetsContext};
+use joinery_runtime::{serve, Health, Supervisor, Telemetry};
+use joinery_store::{Store, StoreOptions};
+use joinery_wire::catalog::view_topic;
+use joinery_wire::codec::{decode_value, view_from_value};
+use joinery_wire::framing::unframe;
+use joinery_wire::{Catalog, DecodeError, RegistryClient};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::{Contribution, MissionMetrics};
+use crate::disclosure::Disclosure;
+
+/// Projections configuration.
+#[derive(Debug, Clone)]
+pub struct ProjectionsConfig {
+    /// Address of the API, board and operator endpoints (default `127.0.0.1:8088`).
+    pub listen: SocketAddr,
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+    /// Schema registry base URL.
+    pub registry_url: String,
+    /// Directory of the RocksDB state.
+    pub data_dir: PathBuf,
+    /// Consumer group id.
+    pub group: String,
+    /// Token file (hashes and principals).
+    pub tokens: PathBuf,
+    /// Disclosure control for board readers.
+    pub disclosure: Disclosure,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    cohort: prometheus::IntGaugeVec,
+    outcomes: prometheus::IntGaugeVec,
+    freshness: prometheus::HistogramVec,
+    views: prometheus::IntCounterVec,
+    dead_letters: prometheus::IntCounterVec,
+}
+
+impl Metrics {
+    fn new(t: &Telemetry) -> Metrics {
+        use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+        Metrics {
+            cohort: t.register(IntGaugeVec::new(Opts::new("joinery_mission_cohort_citizens", "Citizens in each mission's cohort (exact)"), &["mission"]).expect("valid")),
+            outcomes: t.register(IntGaugeVec::new(Opts::new("joinery_outcome_citizens", "Citizens by mission, outcome and status (pending, achieved, not_achieved; exact)"), &["mission", "outcome", "status"]).expect("valid")),
+            freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]), &["mission"]).expect("valid")),
+            views: t.register(IntCounterVec::new(Opts::new("joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)"), &["mission", "result"]).expect("valid")),
+            dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason"), &["reason"]).expect("valid")),
+        }
+    }
+
+    fn publish(&self, mission: &str, m: &MissionMetrics) {
+        self.cohort.with_label_values(&[mission]).set(m.total.cohort);
+        for (name, o) in &m.total.outcomes {
+            for (status, n) in [("pending", o.pending), ("achieved", o.achieved), ("not_achieved", o.not_achieved)] {
+                self.outcomes.with_label_values(&[mission, name, status]).set(n);
+            }
+        }
+    }
+}
+
+/// Shared between the consumer and the HTTP handlers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) metrics: RwLock<HashMap<String, MissionMetrics>>,
+    pub(crate) missions: Vec<&'static str>,
+    pub(crate) tokens: TokenStore,
+    pub(crate) disclosure: Disclosure,
+}
+
+const METRICS_PREFIX: &str = "a/";
+
+fn contribution_key(mission: &str, citizen: &str) -> Vec<u8> {
+    format!("v/{mission}/{citizen}").into_bytes()
+}
+
+/// Runs projections until `cancel` fires.
+pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new("projections");
+    let health = Health::default();
+    let listener = bind(config.listen).await?;
+    let tokens = TokenStore::load(&config.tokens)?;
+    tokens.spawn_reloader(Duration::from_secs(2));
+    let missions: Vec<&'static str> = builtin_missions().iter().map(|m| m.id()).collect();
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = Arc::new(Store::open(&config.data_dir, &StoreOptions::default())?);
+    let metrics = Metrics::new(&telemetry);
+    let mut restored = HashMap::new();
+    for m in &missions {
+        let current = match store.get(format!("{METRICS_PREFIX}{m}"))? {
+            Some(b) => serde_json::from_slice(&b)?,
+            None => MissionMetrics::default(),
+        };
+        metrics.publish(m, &current);
+        restored.insert((*m).to_owned(), current);
+    }
+    let shared = Arc::new(Shared { metrics: RwLock::new(restored), missions: missions.clone(), tokens, disclosure: config.disclosure });
+
+    let lookup_store = Arc::clone(&store);
+    let context = StoredOffsetsContext::new(
+        Arc::new(move |t, p| Ok(lookup_store.offset(t, p)?)),
+        Arc::new(|e| match e {
+            RebalanceEvent::Failed(why) => tracing::error!(error = %why, "rebalance failed"),
+            other => tracing::info!(event = ?other, "rebalance"),
+        }),
+    );
+    let consumer: StreamConsumer<StoredOffsetsContext> = config.kafka.consumer("joinery-projections", &config.group).create_with_context(context)?;
+    let topics: Vec<String> = missions.iter().map(|m| config.kafka.topic(&view_topic(m))).collect();
+    // The processor creates the view topics; wait for them rather than fail.
+    wait_for_topics(&consumer, &topics, &cancel).await?;
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+    health.set_ready(true);
+
+    let consumer_loop = ViewConsumer { consumer, store, shared: Arc::clone(&shared), metrics, registry: RegistryClient::new(&config.registry_url), catalog: Catalog::load() };
+    let mut sup = Supervisor::new(cancel.clone());
+    let router = api::router(Arc::clone(&shared)).merge(ops_router(health, telemetry));
+    let http_cancel = cancel.clone();
+    sup.spawn("http", async move { serve(listener, router, http_cancel).await });
+    let c = cancel.clone();
+    sup.spawn("consume", async move { consumer_loop.run(c).await });
+    sup.run(Duration::from_secs(15)).await
+}
+
+async fn wait_for_topics(consumer: &StreamConsumer<StoredOffsetsContext>, topics: &[String], cancel: &CancellationToken) -> anyhow::Result<()> {
+    loop {
+        let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+        let missing: Vec<&String> = topics.iter().filter(|t| !md.topics().iter().any(|m| m.name() == t.as_str() && !m.partitions().is_empty())).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(?missing, "waiting for the processor to create the view topics");
+        tokio::select! {
+            () = cancel.cancelled() => anyhow::bail!("cancelled while waiting for view topics"),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+struct ViewConsumer {
+    consumer: StreamConsumer<StoredOffsetsContext>,
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    registry: RegistryClient,
+    catalog: Catalog,
+}
+
+impl ViewConsumer {
+    async fn run(&self, cancel: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let first = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                m = self.consumer.recv() => m,
+            };
+            let mut batch = vec![first];
+            while batch.len() < 1000 {
+                match tokio::time::timeout(Duration::from_millis(5), self.consumer.recv()).await {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let messages: Vec<BorrowedMessage<'_>> = batch
+                .into_iter()
+                .filter_map(|m| m.map_err(|e| tracing::warn!(error = %e, "consumer error")).ok())
+                .collect();
+            if !messages.is_empty() {
+                self.apply(&messages).await?;
+            }
+        }
+    }
+
+    async fn decode(&self, m: &BorrowedMessage<'_>) -> Result<joinery_domain::MissionView, DecodeError> {
+        let (id, body) = unframe(m.payload().unwrap_or_default())?;
+        let writer = loop {
+            match self.registry.schema(id).await {
+                Ok(s) => break s,
+                Err(e) if e.is_unknown_schema() => return Err(DecodeError::UnknownSchemaId(id)),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "registry unavailable; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        view_from_value(decode_value(&writer, self.catalog.view_schema(), body)?)
+    }
+
+    async fn apply(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut working = self.shared.metrics.read().expect("lock").clone();
+        let mut contributions: HashMap<Vec<u8>, Contribution> = HashMap::new();
+        let mut batch = self.store.batch();
+        let mut touched = std::collections::BTreeSet::new();
+        let mut fresh: Vec<(String, f64)> = Vec::new();
+        for m in messages {
+            batch.set_offset(m.topic(), m.partition(), m.offset() + 1);
+            let view = match self.decode(m).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "undecodable view skipped");
+                    self.metrics.dead_letters.with_label_values(&[e.reason()]).inc();
+                    continue;
+                }
+            };
+            let Some(mission) = working.get_mut(&view.mission) else { continue };
+            let key = contribution_key(&view.mission, view.citizen_key.as_str());
+            let old = match contributions.get(&key) {
+                Some(c) => Some(c.clone()),
+                None => self.store.get(&key)?.map(|b| serde_json::from_slice::<Contribution>(&b)).transpose()?,
+            };
+            let new = Contribution::from(&view);
+            if mission.apply(old.as_ref(), &new, view.watermark) {
+                mission.updated_at = now;
+                batch.put(&key, serde_json::to_vec(&new)?);
+                contributions.insert(key, new);
+                touched.insert(view.mission.clone());
+                fresh.push((view.mission.clone(), (now - view.ingested_at).max(0) as f64 / 1000.0));
+                self.metrics.views.with_label_values(&[&view.mission, "applied"]).inc();
+            } else {
+                self.metrics.views.with_label_values(&[&view.mission, "stale"]).inc();
+            }
+        }
+        for m in &touched {
+            batch.put(format!("{METRICS_PREFIX}{m}"), serde_json::to_vec(&working[m])?);
+        }
+        self.store.write(batch)?;
+        for m in &touched {
+            self.metrics.publish(m, &working[m]);
+        }
+        for (m, secs) in fresh {
+            self.metrics.freshness.with_label_values(&[&m]).observe(secs);
+        }
+        *self.shared.metrics.write().expect("lock") = working;
+        Ok(())
+    }
+}

@@ -46,7 +46,7 @@ pub async fn run(config: RegistryConfig, cancel: CancellationToken) -> anyhow::R
     ensure_topics(
         &config.kafka,
         &[TopicSpec {
-            name: SCHEMAS_TOPIC.into(),
+            name: config.kafka.topic(SCHEMAS_TOPIC),
             partitions: 1,
             compacted: true,
         }],

@@ -12,6 +12,7 @@ use joinery_runtime::kafka::KafkaSettings;
 
 pub(crate) struct SchemaLog {
     producer: FutureProducer,
+    topic: String,
 }
 
 pub(crate) fn canonical(schema: &str) -> Result<String, apache_avro::Error> {
@@ -22,19 +23,21 @@ impl SchemaLog {
     pub(crate) fn new(kafka: &KafkaSettings) -> anyhow::Result<SchemaLog> {
         Ok(SchemaLog {
             producer: kafka.producer("joinery-registry").create()?,
+            topic: kafka.topic(SCHEMAS_TOPIC),
         })
     }
 
     /// Reads the whole topic into a fresh state.
     pub(crate) async fn restore(&self, kafka: &KafkaSettings) -> anyhow::Result<State> {
         let kafka = kafka.clone();
+        let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = kafka
                 .consumer("joinery-registry-restore", "joinery-registry-restore")
                 .create()?;
-            let (_, high) = consumer.fetch_watermarks(SCHEMAS_TOPIC, 0, Duration::from_secs(10))?;
+            let (_, high) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(SCHEMAS_TOPIC, 0, Offset::Beginning)?;
+            tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
             consumer.assign(&tpl)?;
             let mut state = State::default();
             let mut next = 0;
@@ -65,7 +68,7 @@ impl SchemaLog {
         let value = serde_json::to_string(record)?;
         self.producer
             .send(
-                FutureRecord::to(SCHEMAS_TOPIC).key(&key).payload(&value),
+                FutureRecord::to(&self.topic).key(&key).payload(&value),
                 Duration::from_secs(10),
             )
             .await

@@ -1,0 +1,191 @@
+//! Incremental outcome metrics. Each citizen's latest view is a
+//! *contribution*; applying a newer view subtracts the old contribution and
+//! adds the new one, and a version at or below the applied one is ignored, so
+//! redelivery and replays never double count.
+
+use std::collections::BTreeMap;
+
+use joinery_domain::{Millis, MissionView, OutcomeState};
+use serde::{Deserialize, Serialize};
+
+/// What one citizen's view adds to the metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// Version of the view this contribution came from.
+    pub version: i64,
+    /// Whether the citizen is in the cohort (else it contributes nothing).
+    pub in_cohort: bool,
+    /// Area for the breakdown.
+    pub area_code: Option<String>,
+    /// Cohort month for the trend.
+    pub cohort_month: Option<String>,
+    /// (outcome, status, duration in days when achieved).
+    pub outcomes: Vec<(String, OutcomeState, Option<i64>)>,
+}
+
+impl From<&MissionView> for Contribution {
+    fn from(v: &MissionView) -> Contribution {
+        Contribution {
+            version: v.version,
+            in_cohort: v.in_cohort,
+            area_code: v.area_code.clone(),
+            cohort_month: v.cohort_month.clone(),
+            outcomes: v
+                .outcomes
+                .iter()
+                .map(|o| (o.name.clone(), o.status, o.duration_days))
+                .collect(),
+        }
+    }
+}
+
+/// Counts of one outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    /// Citizens whose outcome is still open.
+    pub pending: i64,
+    /// Citizens who achieved it.
+    pub achieved: i64,
+    /// Citizens whose deadline passed without it.
+    pub not_achieved: i64,
+    /// Days from anchor to achievement: days → citizens (exact quantiles).
+    pub durations: BTreeMap<i64, i64>,
+}
+
+/// Counts of a cohort (whole mission, one area or one month).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Citizens in the cohort.
+    pub cohort: i64,
+    /// Per outcome.
+    pub outcomes: BTreeMap<String, OutcomeCounts>,
+}
+
+impl Counts {
+    fn add(&mut self, c: &Contribution, sign: i64) {
+        self.cohort += sign;
+        for (name, status, days) in &c.outcomes {
+            let o = self.outcomes.entry(name.clone()).or_default();
+            match status {
+                OutcomeState::Pending => o.pending += sign,
+                OutcomeState::Achieved => o.achieved += sign,
+                OutcomeState::NotAchieved => o.not_achieved += sign,
+            }
+            if let (OutcomeState::Achieved, Some(d)) = (status, days) {
+                let n = o.durations.entry(*d).or_default();
+                *n += sign;
+                if *n == 0 {
+                    o.durations.remove(d);
+                }
+            }
+        }
+    }
+}
+
+/// A mission's metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissionMetrics {
+    /// The whole cohort.
+    pub total: Counts,
+    /// By area code (`unknown` when the area was not reported).
+    pub by_area: BTreeMap<String, Counts>,
+    /// By cohort month.
+    pub by_month: BTreeMap<String, Counts>,
+    /// The greatest watermark of the views applied: figures are final up to it.
+    pub watermark: Millis,
+    /// Wall-clock time (ms) the figures last changed.
+    pub updated_at: Millis,
+}
+
+impl MissionMetrics {
+    fn add(&mut self, c: &Contribution, sign: i64) {
+        if !c.in_cohort {
+            return;
+        }
+        self.total.add(c, sign);
+        let area = c.area_code.clone().unwrap_or_else(|| "unknown".into());
+        self.by_area.entry(area.clone()).or_default().add(c, sign);
+        if self.by_area.get(&area).is_some_and(|a| a.cohort == 0) {
+            self.by_area.remove(&area);
+        }
+        let month = c.cohort_month.clone().unwrap_or_else(|| "unknown".into());
+        self.by_month.entry(month.clone()).or_default().add(c, sign);
+        if self.by_month.get(&month).is_some_and(|a| a.cohort == 0) {
+            self.by_month.remove(&month);
+        }
+    }
+
+    /// Replaces `old` (if any) by `new`. Returns false, changing nothing, when
+    /// `new` is not newer than `old`.
+    pub fn apply(&mut self, old: Option<&Contribution>, new: &Contribution, watermark: Millis) -> bool {
+        if old.is_some_and(|o| o.version >= new.version) {
+            return false;
+        }
+        if let Some(o) = old {
+            self.add(o, -1);
+        }
+        self.add(new, 1);
+        self.watermark = self.watermark.max(watermark);
+        true
+    }
+}
+
+/// The `q`-quantile (0..=1) of a days histogram, exact (nearest rank).
+pub fn quantile(durations: &BTreeMap<i64, i64>, q: f64) -> Option<i64> {
+    let n: i64 = durations.values().sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as i64).clamp(1, n);
+    let mut seen = 0;
+    for (d, c) in durations {
+        seen += c;
+        if seen >= rank {
+            return Some(*d);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(version: i64, status: OutcomeState, days: Option<i64>) -> Contribution {
+        Contribution {
+            version,
+            in_cohort: true,
+            area_code: Some("E1".into()),
+            cohort_month: Some("2026-01".into()),
+            outcomes: vec![("o".into(), status, days)],
+        }
+    }
+
+    #[test]
+    fn a_newer_view_replaces_the_old_contribution() {
+        let mut m = MissionMetrics::default();
+        assert!(m.apply(None, &c(1, OutcomeState::Pending, None), 0));
+        assert!(m.apply(Some(&c(1, OutcomeState::Pending, None)), &c(2, OutcomeState::Achieved, Some(30)), 0));
+        let o = &m.total.outcomes["o"];
+        assert_eq!((m.total.cohort, o.pending, o.achieved), (1, 0, 1));
+        assert_eq!(m.by_area["E1"].cohort, 1);
+    }
+
+    #[test]
+    fn a_redelivered_or_stale_view_is_ignored() {
+        let mut m = MissionMetrics::default();
+        m.apply(None, &c(2, OutcomeState::Achieved, Some(3)), 0);
+        let before = m.clone();
+        assert!(!m.apply(Some(&c(2, OutcomeState::Achieved, Some(3))), &c(2, OutcomeState::Achieved, Some(3)), 0));
+        assert!(!m.apply(Some(&c(2, OutcomeState::Achieved, Some(3))), &c(1, OutcomeState::Pending, None), 0));
+        assert_eq!(m, before);
+    }
+
+    #[test]
+    fn quantiles_are_exact_nearest_rank() {
+        let h: BTreeMap<i64, i64> = [(10, 1), (20, 1), (30, 1), (40, 1)].into();
+        assert_eq!(quantile(&h, 0.5), Some(20));
+        assert_eq!(quantile(&h, 0.9), Some(40));
+        assert_eq!(quantile(&BTreeMap::new(), 0.5), None);
+    }
+}

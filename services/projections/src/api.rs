@@ -1,0 +1,208 @@
+//! The metrics API (JSON) and the mission board (HTML).
+//!
+//! - `GET /v1/missions`: every mission and its headline figures.
+//! - `GET /v1/missions/{mission}/metrics?group_by=area|cohort_month`.
+//!   Both need a bearer token: a board token (scoped to missions) gets
+//!   figures under disclosure control, an operator token exact figures.
+//! - `GET /`: the mission board, disclosure-controlled figures as HTML
+//!   tables that work without JavaScript, refreshing itself.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use joinery_runtime::auth::Principal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::aggregate::{quantile, Counts, MissionMetrics};
+use crate::Shared;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn principal(s: &Shared, headers: &HeaderMap) -> Result<Principal, Response> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    s.tokens.authenticate(auth).ok_or_else(|| {
+        error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token: send `Authorization: Bearer <board or operator token>`")
+    })
+}
+
+fn iso(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .filter(|_| ms > 0)
+        .map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+/// One group's figures, with disclosure control applied unless `exact`.
+fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
+    let d = s.disclosure;
+    let mut outcomes = serde_json::Map::new();
+    for (name, o) in &c.outcomes {
+        let decided = o.achieved + o.not_achieved;
+        let withhold = d.withholds(decided, exact);
+        let rate = if withhold || decided == 0 {
+            json!({"value": null, "withheld": withhold, "numerator": null, "denominator": null})
+        } else {
+            let num = d.count(o.achieved, exact);
+            let den = d.count(decided, exact);
+            json!({"value": o.achieved as f64 / decided as f64, "withheld": false, "numerator": num.value, "denominator": den.value})
+        };
+        let n: i64 = o.durations.values().sum();
+        let durations = if d.withholds(n, exact) || n == 0 {
+            json!({"median_days": null, "p90_days": null, "withheld": d.withholds(n, exact), "method": "exact nearest-rank over whole days", "error_bound_days": 0})
+        } else {
+            json!({"median_days": quantile(&o.durations, 0.5), "p90_days": quantile(&o.durations, 0.9), "withheld": false, "method": "exact nearest-rank over whole days", "error_bound_days": 0})
+        };
+        outcomes.insert(name.clone(), json!({
+            "achieved": d.count(o.achieved, exact),
+            "not_achieved": d.count(o.not_achieved, exact),
+            "pending": d.count(o.pending, exact),
+            "provisional": d.count(o.pending, exact),
+            "final": d.count(decided, exact),
+            "rate": rate,
+            "days_to_achieve": durations,
+        }));
+    }
+    json!({"cohort": d.count(c.cohort, exact), "outcomes": outcomes})
+}
+
+fn headline(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) -> Value {
+    json!({
+        "mission": id,
+        "exact": exact,
+        "disclosure": if exact { Value::Null } else { json!({"rule": "counts under threshold suppressed, others rounded", "threshold": s.disclosure.threshold, "rounding": s.disclosure.rounding}) },
+        "watermark": iso(m.watermark),
+        "updated_at": iso(m.updated_at),
+        "total": counts_json(s, &m.total, exact),
+    })
+}
+
+async fn list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let p = match principal(&s, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let metrics = s.metrics.read().expect("lock");
+    let exact = p == Principal::Operator;
+    let missions: Vec<Value> = s
+        .missions
+        .iter()
+        .filter(|m| p.may_read(m))
+        .map(|m| headline(&s, m, &metrics[*m], exact))
+        .collect();
+    Json(json!({ "missions": missions })).into_response()
+}
+
+#[derive(Deserialize)]
+struct MetricsQuery {
+    group_by: Option<String>,
+}
+
+async fn mission_metrics(
+    State(s): State<Arc<Shared>>,
+    Path(mission): Path<String>,
+    Query(q): Query<MetricsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match principal(&s, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let metrics = s.metrics.read().expect("lock");
+    let Some(m) = metrics.get(&mission) else {
+        return error(StatusCode::NOT_FOUND, format!("unknown mission `{mission}`; known missions: {}", s.missions.join(", ")));
+    };
+    if !p.may_read(&mission) {
+        return error(StatusCode::FORBIDDEN, format!("this token may not read mission `{mission}`"));
+    }
+    let exact = p == Principal::Operator;
+    let mut body = headline(&s, &mission, m, exact);
+    let groups = match q.group_by.as_deref() {
+        None => None,
+        Some("area") => Some(&m.by_area),
+        Some("cohort_month") => Some(&m.by_month),
+        Some(other) => {
+            return error(StatusCode::BAD_REQUEST, format!("group_by `{other}` is not supported; use group_by=area or group_by=cohort_month"));
+        }
+    };
+    if let Some(groups) = groups {
+        body["group_by"] = json!(q.group_by);
+        body["groups"] = groups
+            .iter()
+            .map(|(k, c)| {
+                let mut v = counts_json(&s, c, exact);
+                v["key"] = json!(k);
+                v
+            })
+            .collect();
+    }
+    Json(body).into_response()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn cell(v: &Value) -> String {
+    if v["suppressed"] == json!(true) {
+        "<span class=\"suppressed\" title=\"fewer than 10: suppressed to protect individuals\">[c]</span>".into()
+    } else {
+        v["value"].as_i64().map_or("-".into(), |n| n.to_string())
+    }
+}
+
+/// The mission board: disclosure-controlled figures, readable without
+/// JavaScript, refreshing every 10 seconds.
+async fn board(State(s): State<Arc<Shared>>) -> Html<String> {
+    let metrics = s.metrics.read().expect("lock");
+    let mut html = String::from(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
+         <title>Joinery mission board</title><style>body{font-family:Arial,sans-serif;margin:2em;color:#0b0c0c}\
+         table{border-collapse:collapse;margin-bottom:2em}th,td{border-bottom:1px solid #b1b4b6;padding:.5em 1em;text-align:left}\
+         caption{font-weight:bold;text-align:left;padding:.5em 0}.suppressed{color:#505a5f}</style></head><body>\
+         <h1>Joinery mission board</h1><p>Figures follow the 10-5 disclosure rule: counts under 10 are shown as [c], others are rounded to the nearest 5.</p>",
+    );
+    for id in &s.missions {
+        let m = &metrics[*id];
+        let h = headline(&s, id, m, false);
+        html.push_str(&format!(
+            "<h2 id=\"{id}\">Mission: {id}</h2><p>Figures correct to event time <strong data-field=\"watermark\">{}</strong>; last updated <strong data-field=\"updated_at\">{}</strong>.</p>",
+            esc(h["watermark"].as_str().unwrap_or("no data yet")),
+            esc(h["updated_at"].as_str().unwrap_or("never"))
+        ));
+        html.push_str(&format!(
+            "<table><caption>Cohort</caption><tr><th scope=\"row\">Citizens in cohort</th><td data-field=\"cohort\">{}</td></tr></table>",
+            cell(&h["total"]["cohort"])
+        ));
+        if let Some(outcomes) = h["total"]["outcomes"].as_object() {
+            html.push_str("<table><caption>Outcomes</caption><tr><th scope=\"col\">Outcome</th><th scope=\"col\">Achieved</th><th scope=\"col\">Not achieved</th><th scope=\"col\">Provisional</th><th scope=\"col\">Rate</th></tr>");
+            for (name, o) in outcomes {
+                let rate = o["rate"]["value"].as_f64().map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
+                html.push_str(&format!(
+                    "<tr data-outcome=\"{n}\"><th scope=\"row\">{n}</th><td data-field=\"achieved\">{}</td><td data-field=\"not_achieved\">{}</td><td data-field=\"pending\">{}</td><td data-field=\"rate\">{}</td></tr>",
+                    cell(&o["achieved"]),
+                    cell(&o["not_achieved"]),
+                    cell(&o["pending"]),
+                    rate,
+                    n = esc(name)
+                ));
+            }
+            html.push_str("</table>");
+        }
+    }
+    html.push_str("</body></html>");
+    Html(html)
+}
+
+pub(crate) fn router(s: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(board))
+        .route("/v1/missions", get(list))
+        .route("/v1/missions/{mission}/metrics", get(mission_metrics))
+        .with_state(s)
+}
