@@ -120,19 +120,31 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
             Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
         }
     }
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))?;
-    for t in topics {
-        let found = metadata.topics().iter().find(|m| m.name() == t.name);
-        let count = found.map(|m| m.partitions().len() as i32).unwrap_or(0);
-        if count != t.partitions {
-            anyhow::bail!(
-                "topic {} has {count} partitions but Joinery expects {}: all department topics must share one partition count so that a citizen's events meet in one partition",
-                t.name,
-                t.partitions
-            );
+    // A topic just created may take a moment to appear in metadata with its partitions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+        let mut settling = false;
+        for t in topics {
+            let found = metadata.topics().iter().find(|m| m.name() == t.name);
+            let count = found.map(|m| m.partitions().len() as i32).unwrap_or(0);
+            if count == 0 {
+                settling = true;
+            } else if count != t.partitions {
+                anyhow::bail!(
+                    "topic {} has {count} partitions but Joinery expects {}: all department topics must share one partition count so that a citizen's events meet in one partition",
+                    t.name,
+                    t.partitions
+                );
+            }
         }
+        if !settling {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("topics were created but have no partitions in the cluster metadata after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
 }

@@ -1,0 +1,275 @@
+//! Helpers for the end-to-end tests: the four services in-process against
+//! the real broker that `deploy/local/test` starts, each test in its own
+//! topic namespace, consumer groups and data directories, so that tests run
+//! in parallel and leave nothing behind but their uniquely named topics.
+
+#![allow(dead_code, unreachable_pub, missing_docs, missing_debug_implementations)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use joinery_domain::Pseudonymiser;
+use joinery_runtime::auth::hash_token;
+use joinery_runtime::kafka::KafkaSettings;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const DFE_TOKEN: &str = "test-dfe-token";
+pub const HMRC_TOKEN: &str = "test-hmrc-token";
+pub const BOARD_TOKEN: &str = "test-board-token";
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+pub const PSEUDONYM_KEY: &[u8] = b"test-pseudonymisation-key-of-32-bytes!";
+
+pub fn brokers() -> String {
+    std::env::var("JOINERY_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn free_port() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A running service: its cancellation token and task.
+pub struct Running {
+    pub cancel: CancellationToken,
+    pub task: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<()> {
+        self.cancel.cancel();
+        self.task.await?
+    }
+}
+
+fn spawn<F, Fut>(f: F) -> Running
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(f(cancel.clone()));
+    Running { cancel, task }
+}
+
+/// The whole stack of one test.
+pub struct Stack {
+    pub kafka: KafkaSettings,
+    pub dir: tempfile::TempDir,
+    pub tokens: PathBuf,
+    pub registry_url: String,
+    pub ingest_url: String,
+    pub projections_url: String,
+    pub processor_url: String,
+    pub registry: Option<Running>,
+    pub ingest: Option<Running>,
+    pub processor: Option<Running>,
+    pub projections: Option<Running>,
+    pub http: reqwest::Client,
+    processor_addr: SocketAddr,
+    projections_addr: SocketAddr,
+}
+
+impl Stack {
+    pub async fn start(test: &str) -> Result<Stack> {
+        joinery_runtime::telemetry::init_tracing();
+        let unique = format!("{test}-{}-{}.", std::process::id(), uuid::Uuid::new_v4().simple());
+        let kafka = KafkaSettings {
+            brokers: brokers(),
+            partitions: 3,
+            replication: 1,
+            namespace: unique,
+        };
+        let dir = tempfile::tempdir()?;
+        let tokens = dir.path().join("tokens");
+        std::fs::write(
+            &tokens,
+            format!(
+                "{} department:dfe\n{} department:hmrc\n{} board:*\n{} operator\n",
+                hash_token(DFE_TOKEN),
+                hash_token(HMRC_TOKEN),
+                hash_token(BOARD_TOKEN),
+                hash_token(OPERATOR_TOKEN)
+            ),
+        )?;
+        let (reg, ing, proc_, proj) = (free_port()?, free_port()?, free_port()?, free_port()?);
+        let mut stack = Stack {
+            kafka,
+            tokens,
+            registry_url: format!("http://{reg}"),
+            ingest_url: format!("http://{ing}"),
+            projections_url: format!("http://{proj}"),
+            processor_url: format!("http://{proc_}"),
+            dir,
+            registry: None,
+            ingest: None,
+            processor: None,
+            projections: None,
+            http: reqwest::Client::new(),
+            processor_addr: proc_,
+            projections_addr: proj,
+        };
+        let config = joinery_registry::RegistryConfig { listen: reg, kafka: stack.kafka.clone() };
+        stack.registry = Some(spawn(|c| joinery_registry::run(config, c)));
+        stack.wait_ready(&stack.registry_url.clone()).await?;
+        let config = joinery_ingest::IngestConfig {
+            listen: ing,
+            kafka: stack.kafka.clone(),
+            registry_url: stack.registry_url.clone(),
+            tokens: stack.tokens.clone(),
+            pseudonymiser: Pseudonymiser::new(PSEUDONYM_KEY.to_vec())?,
+            max_body_bytes: 1 << 20,
+            max_batch: 1000,
+        };
+        stack.ingest = Some(spawn(|c| joinery_ingest::run(config, c)));
+        stack.wait_ready(&stack.ingest_url.clone()).await?;
+        stack.start_processor().await?;
+        stack.start_projections().await?;
+        Ok(stack)
+    }
+
+    pub async fn start_processor(&mut self) -> Result<()> {
+        let mut config = joinery_processor::ProcessorConfig::local(
+            self.kafka.clone(),
+            self.registry_url.clone(),
+            self.dir.path().join("processor"),
+        );
+        config.listen = self.processor_addr;
+        config.group = format!("{}processor", self.kafka.namespace);
+        self.processor = Some(spawn(|c| joinery_processor::run(config, c)));
+        self.wait_ready(&self.processor_url.clone()).await
+    }
+
+    pub async fn start_projections(&mut self) -> Result<()> {
+        let config = joinery_projections::ProjectionsConfig {
+            listen: self.projections_addr,
+            kafka: self.kafka.clone(),
+            registry_url: self.registry_url.clone(),
+            data_dir: self.dir.path().join("projections"),
+            group: format!("{}projections", self.kafka.namespace),
+            tokens: self.tokens.clone(),
+            disclosure: Default::default(),
+        };
+        self.projections = Some(spawn(|c| joinery_projections::run(config, c)));
+        self.wait_ready(&self.projections_url.clone()).await
+    }
+
+    async fn wait_ready(&mut self, base: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for slot in [&mut self.registry, &mut self.ingest, &mut self.processor, &mut self.projections] {
+                if slot.as_ref().is_some_and(|r| r.task.is_finished()) {
+                    let r = slot.take().expect("checked above");
+                    bail!("a service stopped while {base} was starting: {:?}", r.task.await);
+                }
+            }
+            if let Ok(r) = self.http.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{base} not ready within 60 s (is Kafka running at {}?)", brokers());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn post(&self, token: &str, body: serde_json::Value) -> Result<(u16, serde_json::Value)> {
+        let r = self
+            .http
+            .post(format!("{}/v1/events", self.ingest_url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.context("response body is JSON")?))
+    }
+
+    pub async fn metrics(&self, token: &str, query: &str) -> Result<(u16, serde_json::Value)> {
+        let r = self
+            .http
+            .get(format!("{}/v1/missions/opportunity/metrics{query}", self.projections_url))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await?))
+    }
+
+    /// Polls the operator's figures until `pred` holds (60 s at most).
+    pub async fn wait_for_metrics(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, m) = self.metrics(OPERATOR_TOKEN, "").await?;
+            if pred(&m) {
+                return Ok(m);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}; last figures: {m}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn prometheus_text(&self, base: &str) -> Result<String> {
+        Ok(self.http.get(format!("{base}/metrics")).send().await?.text().await?)
+    }
+
+    pub async fn shutdown(mut self) -> Result<()> {
+        for s in [self.projections.take(), self.processor.take(), self.ingest.take(), self.registry.take()].into_iter().flatten() {
+            s.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// An EducationExited event for `nino`, leaving on `date` (YYYY-MM-DD).
+pub fn education_exited(event_id: &str, nino: &str, date: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "dfe.EducationExited",
+        "event_id": event_id,
+        "occurred_at": date,
+        "nino": nino,
+        "area_code": "E08000025",
+        "birth_year_month": "2008-03",
+        "provider_urn": "100001",
+        "level": "LEVEL_3",
+        "reason": "COMPLETED"
+    })
+}
+
+/// Every (key, value, headers) on a topic, read from the beginning to the end.
+pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<(Vec<u8>, Vec<u8>, Vec<(String, String)>)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let consumer: BaseConsumer = kafka
+        .consumer("joinery-test-reader", &format!("{}reader-{}", kafka.namespace, uuid::Uuid::new_v4()))
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high <= low {
+            continue;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        consumer.assign(&tpl)?;
+        let mut next = low;
+        while next < high {
+            let m = consumer.poll(Duration::from_secs(10)).context("timed out reading the topic")??;
+            next = m.offset() + 1;
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    Ok(out)
+}
