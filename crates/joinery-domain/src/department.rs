@@ -195,7 +195,9 @@ impl fmt::Display for EventType {
 
 /// The input named no known event type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event type `{0}`; expected `<department>.<EventName>`, e.g. `dfe.EducationExited`")]
+#[error(
+    "unknown event type `{0}`; expected `<department>.<EventName>`, e.g. `dfe.EducationExited`"
+)]
 pub struct UnknownEventType(pub String);
 
 impl FromStr for EventType {

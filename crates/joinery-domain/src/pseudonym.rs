@@ -191,7 +191,11 @@ impl Pseudonymiser {
     }
 
     /// The citizen key for a raw identifier of the given kind.
-    pub fn citizen_key(&self, kind: IdentifierKind, raw: &str) -> Result<CitizenKey, PseudonymError> {
+    pub fn citizen_key(
+        &self,
+        kind: IdentifierKind,
+        raw: &str,
+    ) -> Result<CitizenKey, PseudonymError> {
         let normalised = normalise(kind, raw)?;
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
@@ -214,7 +218,9 @@ mod tests {
 
     #[test]
     fn spacing_and_case_do_not_change_the_key() {
-        let a = p().citizen_key(IdentifierKind::Nino, "ab 12 34 56 c").unwrap();
+        let a = p()
+            .citizen_key(IdentifierKind::Nino, "ab 12 34 56 c")
+            .unwrap();
         let b = p().citizen_key(IdentifierKind::Nino, "AB123456C").unwrap();
         assert_eq!(a, b);
         assert_eq!(a.as_str().len(), 64);
@@ -222,7 +228,14 @@ mod tests {
 
     #[test]
     fn nino_rules_are_enforced() {
-        for bad in ["QQ123456C", "AB123456E", "GB123456A", "AO123456A", "AB12345C", ""] {
+        for bad in [
+            "QQ123456C",
+            "AB123456E",
+            "GB123456A",
+            "AO123456A",
+            "AB12345C",
+            "",
+        ] {
             assert!(normalise(IdentifierKind::Nino, bad).is_err(), "{bad}");
         }
     }
@@ -251,7 +264,9 @@ mod tests {
 
     #[test]
     fn kinds_live_in_separate_namespaces() {
-        let nhs = p().citizen_key(IdentifierKind::NhsNumber, "9434765919").unwrap();
+        let nhs = p()
+            .citizen_key(IdentifierKind::NhsNumber, "9434765919")
+            .unwrap();
         let uln = p().citizen_key(IdentifierKind::Uln, "9434765919");
         assert_ne!(Some(nhs), uln.ok());
     }
@@ -265,7 +280,10 @@ mod tests {
 
     #[test]
     fn short_keys_are_refused() {
-        assert_eq!(Pseudonymiser::new(vec![1u8; 8]).unwrap_err(), PseudonymError::WeakKey(8));
+        assert_eq!(
+            Pseudonymiser::new(vec![1u8; 8]).unwrap_err(),
+            PseudonymError::WeakKey(8)
+        );
     }
 
     proptest::proptest! {

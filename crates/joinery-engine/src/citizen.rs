@@ -21,7 +21,8 @@ impl CitizenEvents {
         if self.contains(event.event_id) {
             return false;
         }
-        self.events.insert((event.occurred_at, event.event_id), event);
+        self.events
+            .insert((event.occurred_at, event.event_id), event);
         true
     }
 

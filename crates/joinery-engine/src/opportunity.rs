@@ -72,7 +72,11 @@ impl Mission for Opportunity {
             let id = employment_id(&start.fields);
             let end = events
                 .of_type(EventType::EmploymentEnded)
-                .find(|e| e.occurred_at >= start.occurred_at && id.is_some() && employment_id(&e.fields) == id)
+                .find(|e| {
+                    e.occurred_at >= start.occurred_at
+                        && id.is_some()
+                        && employment_id(&e.fields) == id
+                })
                 .map(|e| e.occurred_at);
             let sustained_at = start.occurred_at + sustain;
             match end {
@@ -96,9 +100,12 @@ impl Mission for Opportunity {
                 Some((start - anchor_at) / DAY_MS),
                 None,
             ),
-            None if watermark >= window_end && open_deadlines.is_empty() => {
-                (OutcomeState::NotAchieved, Some(latest_short_end), None, None)
-            }
+            None if watermark >= window_end && open_deadlines.is_empty() => (
+                OutcomeState::NotAchieved,
+                Some(latest_short_end),
+                None,
+                None,
+            ),
             None => {
                 let next = open_deadlines
                     .into_iter()
@@ -160,7 +167,10 @@ mod tests {
         for e in events {
             c.insert(e.clone());
         }
-        Opportunity.evaluate(&c, T0 + watermark_day * DAY_MS).outcomes[0].status
+        Opportunity
+            .evaluate(&c, T0 + watermark_day * DAY_MS)
+            .outcomes[0]
+            .status
     }
 
     #[test]

@@ -87,12 +87,17 @@ pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, Principal
         };
         let mut parts = line.split_whitespace();
         let (Some(hash), Some(principal), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(err("expected `<sha256 hex of the token> <principal>`".into()));
+            return Err(err(
+                "expected `<sha256 hex of the token> <principal>`".into()
+            ));
         };
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err("the first column must be the 64-hex-digit SHA-256 of the token, never the token itself".into()));
         }
-        out.insert(hash.to_ascii_lowercase(), parse_principal(principal).map_err(err)?);
+        out.insert(
+            hash.to_ascii_lowercase(),
+            parse_principal(principal).map_err(err)?,
+        );
     }
     Ok(out)
 }
@@ -151,7 +156,9 @@ impl TokenStore {
                 match me.reload() {
                     Ok(true) => tracing::info!(path = %me.path.display(), "token file reloaded"),
                     Ok(false) => {}
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "token file not reloaded; keeping the previous tokens"),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "token file not reloaded; keeping the previous tokens")
+                    }
                 }
             }
         });
@@ -187,7 +194,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("joinery-tokens-{}", std::process::id()));
         std::fs::write(&dir, text).expect("write");
         let s = TokenStore::load(&dir).expect("load");
-        assert_eq!(s.authenticate(Some("Bearer t-dfe")), Some(Principal::Department(Department::Dfe)));
+        assert_eq!(
+            s.authenticate(Some("Bearer t-dfe")),
+            Some(Principal::Department(Department::Dfe))
+        );
         assert_eq!(s.authenticate(Some("Bearer nope")), None);
         assert_eq!(s.authenticate(Some("t-dfe")), None);
         let board = s.authenticate(Some("Bearer t-board")).expect("board");

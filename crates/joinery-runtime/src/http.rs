@@ -48,13 +48,19 @@ async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
     if s.health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: still starting (connecting to Kafka or restoring state)\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: still starting (connecting to Kafka or restoring state)\n",
+        )
     }
 }
 
 async fn metrics(State(s): State<OpsState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.telemetry.render(),
     )
 }
@@ -77,7 +83,11 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Serves `router` on `listener` until `cancel` fires, then finishes the
 /// requests in flight.
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     axum::serve(listener, router)

@@ -104,7 +104,11 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            let nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(settings.replication));
+            let nt = NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(settings.replication),
+            );
             if t.compacted {
                 nt.set("cleanup.policy", "compact")
             } else {
@@ -123,7 +127,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
     // A topic just created may take a moment to appear in metadata with its partitions.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
         let mut settling = false;
         for t in topics {
             let found = metadata.topics().iter().find(|m| m.name() == t.name);
@@ -142,7 +148,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
             break;
         }
         if std::time::Instant::now() > deadline {
-            anyhow::bail!("topics were created but have no partitions in the cluster metadata after 30 s");
+            anyhow::bail!(
+                "topics were created but have no partitions in the cluster metadata after 30 s"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -190,7 +198,12 @@ impl StoredOffsetsContext {
 impl ClientContext for StoredOffsetsContext {}
 
 impl ConsumerContext for StoredOffsetsContext {
-    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut assigned = Vec::new();
@@ -200,7 +213,9 @@ impl ConsumerContext for StoredOffsetsContext {
                         Ok(o) => o,
                         Err(e) => {
                             // Without its offset the partition cannot be resumed safely.
-                            (self.hook)(&RebalanceEvent::Failed(format!("offset lookup for {topic}/{p}: {e:#}")));
+                            (self.hook)(&RebalanceEvent::Failed(format!(
+                                "offset lookup for {topic}/{p}: {e:#}"
+                            )));
                             return;
                         }
                     };
@@ -232,7 +247,9 @@ impl ConsumerContext for StoredOffsetsContext {
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();
-                (self.hook)(&RebalanceEvent::Failed(KafkaError::Rebalance(code).to_string()));
+                (self.hook)(&RebalanceEvent::Failed(
+                    KafkaError::Rebalance(code).to_string(),
+                ));
             }
         }
     }

@@ -20,7 +20,13 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteBufferManager,
+    WriteOptions, DB,
+};
+
+/// A key and its value, as returned by [`Store::scan`].
+pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// Key prefix of stored offsets: `o/<topic>/<partition>`.
 const OFFSET_PREFIX: &[u8] = b"\x00o/";
@@ -95,7 +101,9 @@ pub struct Batch {
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").field("len", &self.inner.len()).finish()
+        f.debug_struct("Batch")
+            .field("len", &self.inner.len())
+            .finish()
     }
 }
 
@@ -210,11 +218,7 @@ impl Store {
 
     /// Every (key, value) whose key starts with `prefix`, in key order, up to
     /// (excluding) `end` when given.
-    pub fn scan(
-        &self,
-        prefix: &[u8],
-        end: Option<&[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, prefix: &[u8], end: Option<&[u8]>) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         for item in self
             .db
@@ -273,8 +277,16 @@ mod tests {
             b.put(k, k);
         }
         s.write(b).expect("write");
-        let keys: Vec<_> = s.scan(b"a/", None).expect("scan").into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec![b"a/1".to_vec(), b"a/2".to_vec(), b"a/3".to_vec()]);
+        let keys: Vec<_> = s
+            .scan(b"a/", None)
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![b"a/1".to_vec(), b"a/2".to_vec(), b"a/3".to_vec()]
+        );
         assert_eq!(s.scan(b"a/", Some(b"a/3")).expect("scan").len(), 2);
     }
 }

@@ -112,8 +112,7 @@ mod tests {
     #[test]
     fn every_field_is_documented() {
         for t in EventType::ALL {
-            let json: serde_json::Value =
-                serde_json::from_str(source(t)).expect("schema is JSON");
+            let json: serde_json::Value = serde_json::from_str(source(t)).expect("schema is JSON");
             for f in json["fields"].as_array().expect("fields") {
                 assert!(
                     f["doc"].as_str().is_some_and(|d| d.len() > 10),
@@ -130,6 +129,9 @@ mod tests {
             event_subject("joinery.events.dfe", EventType::EducationExited),
             "joinery.events.dfe-gov.joinery.dfe.EducationExited"
         );
-        assert_eq!(view_subject("opportunity"), "joinery.views.opportunity-value");
+        assert_eq!(
+            view_subject("opportunity"),
+            "joinery.views.opportunity-value"
+        );
     }
 }

@@ -92,7 +92,11 @@ pub fn record_name(schema: &Schema) -> Option<String> {
 }
 
 /// Decodes an Avro body written with `writer` into the shape of `reader`.
-pub fn decode_value(writer: &Schema, reader: &Schema, mut body: &[u8]) -> Result<Value, DecodeError> {
+pub fn decode_value(
+    writer: &Schema,
+    reader: &Schema,
+    mut body: &[u8],
+) -> Result<Value, DecodeError> {
     let r = GenericDatumReader::builder(writer)
         .reader_schema(reader)
         .build()
@@ -160,7 +164,9 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
 /// Turns a decoded department record into an [`Event`].
 pub fn event_from_value(event_type: EventType, value: Value) -> Result<Event, DecodeError> {
     let Value::Record(fields) = value else {
-        return Err(DecodeError::CorruptAvro("top-level value is not a record".into()));
+        return Err(DecodeError::CorruptAvro(
+            "top-level value is not a record".into(),
+        ));
     };
     let mut event_id = None;
     let mut occurred_at = None;
@@ -193,7 +199,9 @@ pub fn event_from_value(event_type: EventType, value: Value) -> Result<Event, De
     let citizen_key: CitizenKey = citizen_key
         .ok_or_else(|| invalid("citizen_key", "missing"))?
         .parse()
-        .map_err(|e: joinery_domain::ids::InvalidCitizenKey| invalid("citizen_key", e.to_string()))?;
+        .map_err(|e: joinery_domain::ids::InvalidCitizenKey| {
+            invalid("citizen_key", e.to_string())
+        })?;
     let occurred_at = occurred_at.ok_or_else(|| invalid("occurred_at", "missing"))?;
     let recorded_at = recorded_at.ok_or_else(|| invalid("recorded_at", "missing"))?;
     if department.as_deref() != Some(event_type.department().code()) {
@@ -234,7 +242,10 @@ pub fn view_to_value(view: &MissionView) -> Value {
             };
             Value::Record(vec![
                 ("name".into(), Value::String(o.name.clone())),
-                ("status".into(), Value::Enum(symbol_index, o.status.symbol().into())),
+                (
+                    "status".into(),
+                    Value::Enum(symbol_index, o.status.symbol().into()),
+                ),
                 ("anchor_at".into(), Value::TimestampMillis(o.anchor_at)),
                 (
                     "decided_at".into(),
@@ -255,14 +266,20 @@ pub fn view_to_value(view: &MissionView) -> Value {
         .collect();
     Value::Record(vec![
         ("mission".into(), Value::String(view.mission.clone())),
-        ("citizen_key".into(), Value::String(view.citizen_key.to_string())),
+        (
+            "citizen_key".into(),
+            Value::String(view.citizen_key.to_string()),
+        ),
         ("version".into(), Value::Long(view.version)),
         ("watermark".into(), Value::TimestampMillis(view.watermark)),
         ("in_cohort".into(), Value::Boolean(view.in_cohort)),
         ("area_code".into(), opt_string(view.area_code.clone())),
         ("cohort_month".into(), opt_string(view.cohort_month.clone())),
         ("outcomes".into(), Value::Array(outcomes)),
-        ("ingested_at".into(), Value::TimestampMillis(view.ingested_at)),
+        (
+            "ingested_at".into(),
+            Value::TimestampMillis(view.ingested_at),
+        ),
     ])
 }
 
@@ -307,14 +324,19 @@ pub fn view_from_value(value: Value) -> Result<MissionView, DecodeError> {
             .and_then(text)
             .ok_or_else(|| invalid("citizen_key", "missing"))?
             .parse()
-            .map_err(|e: joinery_domain::ids::InvalidCitizenKey| invalid("citizen_key", e.to_string()))?,
+            .map_err(|e: joinery_domain::ids::InvalidCitizenKey| {
+                invalid("citizen_key", e.to_string())
+            })?,
         version: take(&mut f, "version")
             .and_then(millis)
             .ok_or_else(|| invalid("version", "missing"))?,
         watermark: take(&mut f, "watermark")
             .and_then(millis)
             .ok_or_else(|| invalid("watermark", "missing"))?,
-        in_cohort: matches!(take(&mut f, "in_cohort").map(unwrap_union), Some(Value::Boolean(true))),
+        in_cohort: matches!(
+            take(&mut f, "in_cohort").map(unwrap_union),
+            Some(Value::Boolean(true))
+        ),
         area_code: take(&mut f, "area_code").and_then(text),
         cohort_month: take(&mut f, "cohort_month").and_then(text),
         outcomes,

@@ -148,16 +148,24 @@ impl RegistryClient {
             .send()
             .await;
         let resp = self.check(format!("registering {subject}"), resp).await?;
-        let body: IdBody = resp.json().await.map_err(|source| RegistryError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let body: IdBody = resp
+            .json()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         Ok(body.id)
     }
 
     /// The writer schema with global id `id`, from the cache or the registry.
     pub async fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(s) = self.cache.read().expect("cache lock is never poisoned").get(&id) {
+        if let Some(s) = self
+            .cache
+            .read()
+            .expect("cache lock is never poisoned")
+            .get(&id)
+        {
             return Ok(Arc::clone(s));
         }
         let resp = self
@@ -166,10 +174,13 @@ impl RegistryClient {
             .send()
             .await;
         let resp = self.check(format!("schema id {id}"), resp).await?;
-        let body: SchemaBody = resp.json().await.map_err(|source| RegistryError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let body: SchemaBody = resp
+            .json()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         let schema = Arc::new(Schema::parse_str(&body.schema).map_err(|e| {
             RegistryError::InvalidSchema {
                 id,

@@ -45,13 +45,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, Response> {
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, (StatusCode, String)> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let text = std::str::from_utf8(body).map_err(|e| {
-        error(StatusCode::BAD_REQUEST, format!("body is not valid UTF-8 (byte {}); send UTF-8 JSON", e.valid_up_to()))
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "body is not valid UTF-8 (byte {}); send UTF-8 JSON",
+                e.valid_up_to()
+            ),
+        )
     })?;
     if ct.starts_with("application/x-ndjson") {
         text.lines()
@@ -59,7 +65,10 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, Response>
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
                 serde_json::from_str(l).map_err(|e| {
-                    error(StatusCode::BAD_REQUEST, format!("line {} is not JSON: {e}", i + 1))
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("line {} is not JSON: {e}", i + 1),
+                    )
                 })
             })
             .collect()
@@ -67,10 +76,15 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, Response>
         match serde_json::from_str::<Json_>(text) {
             Ok(Json_::Array(items)) => Ok(items),
             Ok(one) => Ok(vec![one]),
-            Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}; send one event object, an array of them, or NDJSON with Content-Type application/x-ndjson"))),
+            Err(e) => Err((StatusCode::BAD_REQUEST, format!("body is not JSON: {e}; send one event object, an array of them, or NDJSON with Content-Type application/x-ndjson"))),
         }
     } else {
-        Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("content type `{ct}` is not accepted; use application/json or application/x-ndjson")))
+        Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type `{ct}` is not accepted; use application/json or application/x-ndjson"
+            ),
+        ))
     }
 }
 
@@ -90,44 +104,73 @@ async fn post_events(
 }
 
 async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let Some(principal) = g.tokens.authenticate(auth) else {
         return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token: send `Authorization: Bearer <your department's token>`");
     };
     let Principal::Department(department) = principal else {
-        return error(StatusCode::FORBIDDEN, "this token may not publish events; use a department token");
+        return error(
+            StatusCode::FORBIDDEN,
+            "this token may not publish events; use a department token",
+        );
     };
     let items = match parse_body(headers, body) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err((status, message)) => return error(status, message),
     };
     if items.is_empty() {
         return error(StatusCode::BAD_REQUEST, "no events in the body");
     }
     if items.len() > g.max_batch {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("{} events in one request; the limit is {}: split the batch", items.len(), g.max_batch));
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} events in one request; the limit is {}: split the batch",
+                items.len(),
+                g.max_batch
+            ),
+        );
     }
 
     let now = chrono::Utc::now().timestamp_millis();
     let mut accepted: Vec<(usize, Converted)> = Vec::new();
     let mut rejected: Vec<Rejected> = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        let event_id = item.get("event_id").and_then(|v| v.as_str()).map(str::to_owned);
-        let typ = item.get("type").and_then(|v| v.as_str()).and_then(|t| t.parse::<EventType>().ok());
+        let event_id = item
+            .get("event_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let typ = item
+            .get("type")
+            .and_then(|v| v.as_str())
+            .and_then(|t| t.parse::<EventType>().ok());
         if let Some(t) = typ {
             if t.department() != department {
                 return error(StatusCode::FORBIDDEN, format!("event {index} is {t}, which only {} may publish; this token belongs to {department}", t.department()));
             }
         }
-        match convert(item, |t| g.catalog.event_schema(t).clone(), &g.pseudonymiser, now) {
+        match convert(
+            item,
+            |t| g.catalog.event_schema(t).clone(),
+            &g.pseudonymiser,
+            now,
+        ) {
             Ok(c) => accepted.push((index, c)),
             Err(errors) => {
-                let label = typ.map(|t| t.to_string()).unwrap_or_else(|| "unknown".into());
+                let label = typ
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "unknown".into());
                 g.metrics
                     .events
                     .with_label_values(&[department.code(), &label, "rejected", "invalid"])
                     .inc();
-                rejected.push(Rejected { index, event_id, errors });
+                rejected.push(Rejected {
+                    index,
+                    event_id,
+                    errors,
+                });
             }
         }
     }
@@ -150,17 +193,24 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, event_type = %c.event_type, "converted event does not match its schema");
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error encoding an event; nothing further was published");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error encoding an event; nothing further was published",
+                );
             }
         };
         let payload = frame(g.schema_ids[&c.event_type], &body);
         let topic = g.kafka.topic(&c.event_type.department().topic());
-        let record = FutureRecord::to(&topic).key(&c.citizen_key).payload(&payload);
+        let record = FutureRecord::to(&topic)
+            .key(&c.citizen_key)
+            .payload(&payload);
         match g.producer.send_result(record) {
             Ok(fut) => pending.push((index, c.event_id, c.event_type, fut)),
             Err((e, _)) => {
                 tracing::warn!(error = %e, "producer queue refused an event");
-                return overloaded(format!("Kafka producer queue is full ({e}); retry after the indicated delay"));
+                return overloaded(format!(
+                    "Kafka producer queue is full ({e}); retry after the indicated delay"
+                ));
             }
         }
     }
@@ -169,7 +219,10 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
     for (index, event_id, t, fut) in pending {
         match tokio::time::timeout(Duration::from_secs(35), fut).await {
             Ok(Ok(Ok(_))) => {
-                g.metrics.events.with_label_values(&[department.code(), &t.to_string(), "accepted", ""]).inc();
+                g.metrics
+                    .events
+                    .with_label_values(&[department.code(), &t.to_string(), "accepted", ""])
+                    .inc();
                 results.push(json!({"index": index, "event_id": event_id, "status": "accepted"}));
             }
             Ok(Ok(Err((e, _)))) => failed = Some(e.to_string()),
@@ -189,24 +242,34 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
 
 fn overloaded(message: String) -> Response {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
-    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     r
 }
 
 async fn limit_exceeded(limit: usize) -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes: split the batch"))
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body exceeds {limit} bytes: split the batch"),
+    )
 }
 
 pub(crate) fn router(g: Arc<Gateway>, max_body: usize) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::map_response(move |r: Response| async move {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE && r.headers().get(header::CONTENT_TYPE).is_some_and(|c| c.as_bytes().starts_with(b"text/plain")) {
-                limit_exceeded(max_body).await
-            } else {
-                r
-            }
-        }))
+        .layer(axum::middleware::map_response(
+            move |r: Response| async move {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    && r.headers()
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|c| c.as_bytes().starts_with(b"text/plain"))
+                {
+                    limit_exceeded(max_body).await
+                } else {
+                    r
+                }
+            },
+        ))
         .with_state(g)
 }

@@ -59,20 +59,26 @@ fn describe(schema: &Schema) -> String {
         Schema::TimestampMillis => "a date (YYYY-MM-DD) or an RFC 3339 timestamp".into(),
         Schema::Uuid(_) => "a UUID".into(),
         Schema::Enum(e) => format!("one of {}", e.symbols.join(", ")),
-        Schema::Union(u) => u
-            .variants()
-            .iter()
-            .filter(|v| !matches!(v, Schema::Null))
-            .map(describe)
-            .collect::<Vec<_>>()
-            .join(" or ")
-            + " (optional)",
+        Schema::Union(u) => {
+            u.variants()
+                .iter()
+                .filter(|v| !matches!(v, Schema::Null))
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join(" or ")
+                + " (optional)"
+        }
         other => format!("{other:?}"),
     }
 }
 
 fn to_avro(schema: &Schema, v: &Json, field: &str) -> Result<Value, FieldError> {
-    let wrong = || fe(field, format!("expected {}, got {}", describe(schema), json_kind(v)));
+    let wrong = || {
+        fe(
+            field,
+            format!("expected {}, got {}", describe(schema), json_kind(v)),
+        )
+    };
     match (schema, v) {
         (Schema::Union(u), _) => {
             let variants = u.variants();
@@ -136,11 +142,24 @@ pub fn convert(
     now: i64,
 ) -> Result<Converted, Vec<FieldError>> {
     let Json::Object(obj) = json else {
-        return Err(vec![fe("(event)", format!("each event must be a JSON object, got {}", json_kind(json)))]);
+        return Err(vec![fe(
+            "(event)",
+            format!("each event must be a JSON object, got {}", json_kind(json)),
+        )]);
     };
     let event_type: EventType = match obj.get("type") {
-        Some(Json::String(t)) => t.parse().map_err(|e: joinery_domain::department::UnknownEventType| vec![fe("type", e.to_string())])?,
-        _ => return Err(vec![fe("type", "required: the event type as `<department>.<EventName>`, e.g. `dfe.EducationExited`")]),
+        Some(Json::String(t)) => {
+            t.parse()
+                .map_err(|e: joinery_domain::department::UnknownEventType| {
+                    vec![fe("type", e.to_string())]
+                })?
+        }
+        _ => {
+            return Err(vec![fe(
+            "type",
+            "required: the event type as `<department>.<EventName>`, e.g. `dfe.EducationExited`",
+        )])
+        }
     };
     let schema = schema_of(event_type);
     let Schema::Record(RecordSchema { fields, .. }) = &schema else {
@@ -162,19 +181,36 @@ pub fn convert(
             },
             _ => errors.push(fe(kind.field(), "must be a string")),
         },
-        [] => errors.push(fe("nino", "required: the citizen's identifier in exactly one of `nino`, `nhs_number` or `uln`")),
-        _ => errors.push(fe("nino", "send exactly one of `nino`, `nhs_number` or `uln`, not several")),
+        [] => errors.push(fe(
+            "nino",
+            "required: the citizen's identifier in exactly one of `nino`, `nhs_number` or `uln`",
+        )),
+        _ => errors.push(fe(
+            "nino",
+            "send exactly one of `nino`, `nhs_number` or `uln`, not several",
+        )),
     }
     if obj.contains_key("citizen_key") {
-        errors.push(fe("citizen_key", "is set by the gateway from the raw identifier; do not send it"));
+        errors.push(fe(
+            "citizen_key",
+            "is set by the gateway from the raw identifier; do not send it",
+        ));
     }
     if let Some(d) = obj.get("department") {
         if d.as_str() != Some(event_type.department().code()) {
-            errors.push(fe("department", format!("is set from the type; for {event_type} it is `{}` (or leave it out)", event_type.department())));
+            errors.push(fe(
+                "department",
+                format!(
+                    "is set from the type; for {event_type} it is `{}` (or leave it out)",
+                    event_type.department()
+                ),
+            ));
         }
     }
     if let Some(Json::String(b)) = obj.get("birth_year_month") {
-        if chrono::NaiveDate::parse_from_str(&format!("{b}-01"), "%Y-%m-%d").is_err() || b.len() != 7 {
+        if chrono::NaiveDate::parse_from_str(&format!("{b}-01"), "%Y-%m-%d").is_err()
+            || b.len() != 7
+        {
             errors.push(fe("birth_year_month", "expected YYYY-MM, e.g. 2008-03"));
         }
     }
@@ -183,7 +219,18 @@ pub fn convert(
     for k in obj.keys() {
         let gateway_field = k == "type" || IdentifierKind::ALL.iter().any(|i| i.field() == k);
         if !gateway_field && !known.contains(&k.as_str()) {
-            errors.push(fe(k, format!("unknown field for {event_type}; its fields are: {}", known.iter().filter(|f| !matches!(**f, "department" | "citizen_key")).copied().collect::<Vec<_>>().join(", "))));
+            errors.push(fe(
+                k,
+                format!(
+                    "unknown field for {event_type}; its fields are: {}",
+                    known
+                        .iter()
+                        .filter(|f| !matches!(**f, "department" | "citizen_key"))
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
     }
 
@@ -195,7 +242,11 @@ pub fn convert(
             "department" => Some(Json::String(event_type.department().code().into())),
             "citizen_key" => Some(Json::String(citizen_key.clone().unwrap_or_default())),
             "recorded_at" => Some(obj.get(name).cloned().unwrap_or_else(|| {
-                Json::String(chrono::DateTime::from_timestamp_millis(now).map(|t| t.to_rfc3339()).unwrap_or_default())
+                Json::String(
+                    chrono::DateTime::from_timestamp_millis(now)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                )
             })),
             _ => obj.get(name).cloned(),
         };
@@ -215,7 +266,9 @@ pub fn convert(
             Err(e) => errors.push(e),
         }
     }
-    if let (Some(Json::String(o)), Some(Json::String(r))) = (obj.get("occurred_at"), obj.get("recorded_at")) {
+    if let (Some(Json::String(o)), Some(Json::String(r))) =
+        (obj.get("occurred_at"), obj.get("recorded_at"))
+    {
         if let (Some(o), Some(r)) = (parse_time(o), parse_time(r)) {
             if r < o {
                 errors.push(fe("recorded_at", "must not be before occurred_at"));
@@ -265,8 +318,11 @@ mod tests {
     fn a_valid_event_converts_and_validates_against_its_schema() {
         let c = run(good()).expect("valid");
         let catalog = Catalog::load();
-        let bytes = joinery_wire::codec::encode_value(catalog.event_schema(EventType::EducationExited), c.value)
-            .expect("value matches the schema");
+        let bytes = joinery_wire::codec::encode_value(
+            catalog.event_schema(EventType::EducationExited),
+            c.value,
+        )
+        .expect("value matches the schema");
         assert!(!bytes.is_empty());
         assert_eq!(c.citizen_key.len(), 64);
         assert!(!String::from_utf8_lossy(&bytes).contains("AB123456C"));
@@ -299,7 +355,10 @@ mod tests {
 
     #[test]
     fn unknown_types_and_non_objects_are_refused() {
-        assert_eq!(run(json!({"type": "dfe.Nope"})).expect_err("bad")[0].field, "type");
+        assert_eq!(
+            run(json!({"type": "dfe.Nope"})).expect_err("bad")[0].field,
+            "type"
+        );
         assert_eq!(run(json!([1])).expect_err("bad")[0].field, "(event)");
     }
 }

@@ -122,7 +122,10 @@ pub async fn register_event_schemas(
         let subject = event_subject(&kafka.topic(&t.department().topic()), t);
         let mut attempt = 0u32;
         let id = loop {
-            match registry.register(&subject, catalog.event_schema_text(t)).await {
+            match registry
+                .register(&subject, catalog.event_schema_text(t))
+                .await
+            {
                 Ok(id) => break id,
                 Err(e) if e.is_retryable() && attempt < 60 && !cancel.is_cancelled() => {
                     attempt += 1;

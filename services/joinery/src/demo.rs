@@ -17,7 +17,11 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Args, Clone)]
 pub(crate) struct DemoArgs {
     /// Ingest gateway base URL.
-    #[arg(long, env = "JOINERY_INGEST_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "JOINERY_INGEST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     ingest_url: String,
     /// DfE's token.
     #[arg(long, env = "JOINERY_TOKEN_DFE")]
@@ -41,25 +45,53 @@ pub(crate) struct DemoArgs {
 
 /// A valid-format NINO for synthetic citizen `n` (prefix `JY`, never issued to anyone).
 fn nino(n: u64) -> String {
-    format!("JY{:06}{}", n % 1_000_000, ["A", "B", "C", "D"][(n / 1_000_000 % 4) as usize])
+    format!(
+        "JY{:06}{}",
+        n % 1_000_000,
+        ["A", "B", "C", "D"][(n / 1_000_000 % 4) as usize]
+    )
 }
 
-const AREAS: [&str; 6] = ["E08000025", "E08000003", "E09000030", "W06000015", "S12000049", "E06000023"];
+const AREAS: [&str; 6] = [
+    "E08000025",
+    "E08000003",
+    "E09000030",
+    "W06000015",
+    "S12000049",
+    "E06000023",
+];
 
 fn day(start: chrono::NaiveDate, d: i64) -> String {
-    (start + chrono::Duration::days(d)).format("%Y-%m-%d").to_string()
+    (start + chrono::Duration::days(d))
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
+/// An event and the simulated day it is due.
+type Dated = (i64, Value);
+
 /// The events of one synthetic citizen, by department, in occurrence order.
-fn journey(rng: &mut StdRng, n: u64, exit_day: i64, start: chrono::NaiveDate) -> (Vec<(i64, Value)>, Vec<(i64, Value)>) {
+fn journey(
+    rng: &mut StdRng,
+    n: u64,
+    exit_day: i64,
+    start: chrono::NaiveDate,
+) -> (Vec<Dated>, Vec<Dated>) {
     let area = AREAS[rng.random_range(0..AREAS.len())];
-    let id = |rng: &mut StdRng| uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string();
-    let mut dfe = vec![(exit_day, json!({
-        "type": "dfe.EducationExited", "event_id": id(rng), "occurred_at": day(start, exit_day),
-        "nino": nino(n), "area_code": area, "birth_year_month": format!("{}-{:02}", 2006 + rng.random_range(0..3), rng.random_range(1..=12)),
-        "provider_urn": format!("1{:05}", rng.random_range(0..99999)), "level": "LEVEL_3",
-        "reason": if rng.random_bool(0.85) { "COMPLETED" } else { "WITHDREW" },
-    }))];
+    let id = |rng: &mut StdRng| {
+        uuid::Builder::from_random_bytes(rng.random())
+            .into_uuid()
+            .to_string()
+    };
+    let mut dfe = vec![(
+        exit_day,
+        json!({
+            "type": "dfe.EducationExited", "event_id": id(rng), "occurred_at": day(start, exit_day),
+            "nino": nino(n), "area_code": area, "birth_year_month": format!("{}-{:02}", 2006 + rng.random_range(0..3), rng.random_range(1..=12)),
+            "provider_urn": format!("1{:05}", rng.random_range(0..99999)), "level": "LEVEL_3",
+            "reason": if rng.random_bool(0.85) { "COMPLETED" } else { "WITHDREW" },
+        }),
+    )];
     let mut hmrc = vec![];
     if rng.random_bool(0.65) {
         let start_day = exit_day + rng.random_range(5..220);
@@ -84,22 +116,40 @@ fn journey(rng: &mut StdRng, n: u64, exit_day: i64, start: chrono::NaiveDate) ->
     (dfe, hmrc)
 }
 
-async fn post(http: &reqwest::Client, url: &str, token: &str, events: Vec<Value>) -> anyhow::Result<()> {
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    events: Vec<Value>,
+) -> anyhow::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
     loop {
-        let resp = http.post(url).bearer_auth(token).json(&events).send().await.context("ingest gateway unreachable")?;
+        let resp = http
+            .post(url)
+            .bearer_auth(token)
+            .json(&events)
+            .send()
+            .await
+            .context("ingest gateway unreachable")?;
         match resp.status().as_u16() {
             202 => return Ok(()),
             429 | 503 => tokio::time::sleep(Duration::from_secs(1)).await,
-            s => anyhow::bail!("gateway refused demo events ({s}): {}", resp.text().await.unwrap_or_default()),
+            s => anyhow::bail!(
+                "gateway refused demo events ({s}): {}",
+                resp.text().await.unwrap_or_default()
+            ),
         }
     }
 }
 
 /// Runs the feeds until `cancel` fires or `--citizens` have been sent.
-pub(crate) async fn run(args: DemoArgs, cancel: CancellationToken, tick: Duration) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    args: DemoArgs,
+    cancel: CancellationToken,
+    tick: Duration,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", args.ingest_url.trim_end_matches('/'));
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -127,9 +177,22 @@ pub(crate) async fn run(args: DemoArgs, cancel: CancellationToken, tick: Duratio
         }
         let (now, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(d, _, _)| *d <= today);
         due = later;
-        let (dfe, hmrc): (Vec<_>, Vec<_>) = now.into_iter().partition(|(_, dept, _)| *dept == "dfe");
-        post(&http, &url, &args.dfe_token, dfe.into_iter().map(|(_, _, e)| e).collect()).await?;
-        post(&http, &url, &args.hmrc_token, hmrc.into_iter().map(|(_, _, e)| e).collect()).await?;
+        let (dfe, hmrc): (Vec<_>, Vec<_>) =
+            now.into_iter().partition(|(_, dept, _)| *dept == "dfe");
+        post(
+            &http,
+            &url,
+            &args.dfe_token,
+            dfe.into_iter().map(|(_, _, e)| e).collect(),
+        )
+        .await?;
+        post(
+            &http,
+            &url,
+            &args.hmrc_token,
+            hmrc.into_iter().map(|(_, _, e)| e).collect(),
+        )
+        .await?;
         if args.citizens > 0 && n >= args.citizens && due.is_empty() {
             tracing::info!(citizens = n, "demo feeds sent every citizen");
             return Ok(());
@@ -144,7 +207,15 @@ mod tests {
     #[test]
     fn demo_ninos_are_valid_and_distinct() {
         for n in [0, 1, 999_999, 1_000_000, 3_999_999] {
-            assert!(joinery_domain::pseudonym::normalise(joinery_domain::IdentifierKind::Nino, &nino(n)).is_ok(), "{}", nino(n));
+            assert!(
+                joinery_domain::pseudonym::normalise(
+                    joinery_domain::IdentifierKind::Nino,
+                    &nino(n)
+                )
+                .is_ok(),
+                "{}",
+                nino(n)
+            );
         }
         assert_ne!(nino(1), nino(1_000_001));
     }

@@ -22,7 +22,11 @@ use joinery_runtime::shutdown_signal;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "joinery", version, about = "Joinery: cross-department citizen outcomes on Kafka")]
+#[command(
+    name = "joinery",
+    version,
+    about = "Joinery: cross-department citizen outcomes on Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +47,11 @@ struct Common {
     #[arg(long, env = "JOINERY_TOPIC_NAMESPACE", default_value = "")]
     topic_namespace: String,
     /// Schema registry base URL (Joinery's own, or any Confluent-compatible one).
-    #[arg(long, env = "JOINERY_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "JOINERY_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     registry_url: String,
 }
 
@@ -65,7 +73,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Address to listen on.
-        #[arg(long, env = "JOINERY_REGISTRY_LISTEN", default_value = "127.0.0.1:8081")]
+        #[arg(
+            long,
+            env = "JOINERY_REGISTRY_LISTEN",
+            default_value = "127.0.0.1:8081"
+        )]
         listen: SocketAddr,
     },
     /// Department ingest gateway (default :8080).
@@ -76,7 +88,11 @@ enum Command {
         #[arg(long, env = "JOINERY_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Token file: SHA-256 hashes of tokens and their principals.
-        #[arg(long, env = "JOINERY_TOKENS_FILE", default_value = "deploy/local/tokens")]
+        #[arg(
+            long,
+            env = "JOINERY_TOKENS_FILE",
+            default_value = "deploy/local/tokens"
+        )]
         tokens: PathBuf,
         /// File holding the pseudonymisation key (at least 32 bytes); or set JOINERY_PSEUDONYM_KEY.
         #[arg(long, env = "JOINERY_PSEUDONYM_KEY_FILE")]
@@ -93,13 +109,25 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Address of /metrics, /healthz and /readyz.
-        #[arg(long, env = "JOINERY_PROCESSOR_LISTEN", default_value = "127.0.0.1:8089")]
+        #[arg(
+            long,
+            env = "JOINERY_PROCESSOR_LISTEN",
+            default_value = "127.0.0.1:8089"
+        )]
         listen: SocketAddr,
         /// Directory of the processor's RocksDB state.
-        #[arg(long, env = "JOINERY_PROCESSOR_DATA_DIR", default_value = ".joinery/data/processor")]
+        #[arg(
+            long,
+            env = "JOINERY_PROCESSOR_DATA_DIR",
+            default_value = ".joinery/data/processor"
+        )]
         data_dir: PathBuf,
         /// Consumer group id.
-        #[arg(long, env = "JOINERY_PROCESSOR_GROUP", default_value = "joinery-processor")]
+        #[arg(
+            long,
+            env = "JOINERY_PROCESSOR_GROUP",
+            default_value = "joinery-processor"
+        )]
         group: String,
         /// Allowed lateness of events, in days.
         #[arg(long, env = "JOINERY_ALLOWED_LATENESS_DAYS", default_value_t = 7)]
@@ -110,16 +138,32 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Address to listen on.
-        #[arg(long, env = "JOINERY_PROJECTIONS_LISTEN", default_value = "127.0.0.1:8088")]
+        #[arg(
+            long,
+            env = "JOINERY_PROJECTIONS_LISTEN",
+            default_value = "127.0.0.1:8088"
+        )]
         listen: SocketAddr,
         /// Directory of the projections' RocksDB state.
-        #[arg(long, env = "JOINERY_PROJECTIONS_DATA_DIR", default_value = ".joinery/data/projections")]
+        #[arg(
+            long,
+            env = "JOINERY_PROJECTIONS_DATA_DIR",
+            default_value = ".joinery/data/projections"
+        )]
         data_dir: PathBuf,
         /// Consumer group id.
-        #[arg(long, env = "JOINERY_PROJECTIONS_GROUP", default_value = "joinery-projections")]
+        #[arg(
+            long,
+            env = "JOINERY_PROJECTIONS_GROUP",
+            default_value = "joinery-projections"
+        )]
         group: String,
         /// Token file: SHA-256 hashes of tokens and their principals.
-        #[arg(long, env = "JOINERY_TOKENS_FILE", default_value = "deploy/local/tokens")]
+        #[arg(
+            long,
+            env = "JOINERY_TOKENS_FILE",
+            default_value = "deploy/local/tokens"
+        )]
         tokens: PathBuf,
         /// Counts below this are suppressed for board readers.
         #[arg(long, env = "JOINERY_SDC_THRESHOLD", default_value_t = 10)]
@@ -162,10 +206,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Registry { common, listen } => {
-            let config = joinery_registry::RegistryConfig { listen, kafka: common.kafka() };
+            let config = joinery_registry::RegistryConfig {
+                listen,
+                kafka: common.kafka(),
+            };
             run_until_signal(|c| joinery_registry::run(config, c)).await
         }
-        Command::Ingest { common, listen, tokens, pseudonym_key_file, max_body_bytes, max_batch } => {
+        Command::Ingest {
+            common,
+            listen,
+            tokens,
+            pseudonym_key_file,
+            max_body_bytes,
+            max_batch,
+        } => {
             let config = joinery_ingest::IngestConfig {
                 listen,
                 kafka: common.kafka(),
@@ -177,14 +231,32 @@ async fn main() -> anyhow::Result<()> {
             };
             run_until_signal(|c| joinery_ingest::run(config, c)).await
         }
-        Command::Processor { common, listen, data_dir, group, allowed_lateness_days } => {
-            let mut config = joinery_processor::ProcessorConfig::local(common.kafka(), common.registry_url.clone(), data_dir);
+        Command::Processor {
+            common,
+            listen,
+            data_dir,
+            group,
+            allowed_lateness_days,
+        } => {
+            let mut config = joinery_processor::ProcessorConfig::local(
+                common.kafka(),
+                common.registry_url.clone(),
+                data_dir,
+            );
             config.listen = listen;
             config.group = group;
             config.allowed_lateness = allowed_lateness_days * DAY_MS;
             run_until_signal(|c| joinery_processor::run(config, c)).await
         }
-        Command::Projections { common, listen, data_dir, group, tokens, sdc_threshold, sdc_rounding } => {
+        Command::Projections {
+            common,
+            listen,
+            data_dir,
+            group,
+            tokens,
+            sdc_threshold,
+            sdc_rounding,
+        } => {
             let config = joinery_projections::ProjectionsConfig {
                 listen,
                 kafka: common.kafka(),
@@ -192,10 +264,15 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
                 group,
                 tokens,
-                disclosure: joinery_projections::disclosure::Disclosure { threshold: sdc_threshold, rounding: sdc_rounding },
+                disclosure: joinery_projections::disclosure::Disclosure {
+                    threshold: sdc_threshold,
+                    rounding: sdc_rounding,
+                },
             };
             run_until_signal(|c| joinery_projections::run(config, c)).await
         }
-        Command::Demo(args) => run_until_signal(|c| demo::run(args, c, Duration::from_secs(1))).await,
+        Command::Demo(args) => {
+            run_until_signal(|c| demo::run(args, c, Duration::from_secs(1))).await
+        }
     }
 }

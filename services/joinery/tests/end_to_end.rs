@@ -21,24 +21,42 @@ fn outcome(m: &serde_json::Value, status: &str) -> Option<i64> {
 async fn one_department_event_reaches_the_mission_metrics() -> Result<()> {
     let stack = Stack::start("e2e-one").await?;
     let (status, body) = stack
-        .post(DFE_TOKEN, education_exited("5b0f5c1e-8d2b-4c4e-9a51-0d6c3b8f2a10", "AB 12 34 56 C", "2026-07-20"))
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "5b0f5c1e-8d2b-4c4e-9a51-0d6c3b8f2a10",
+                "AB 12 34 56 C",
+                "2026-07-20",
+            ),
+        )
         .await?;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"], 1);
 
-    let m = stack.wait_for_metrics("the cohort to count the leaver", |m| cohort(m) == Some(1)).await?;
+    let m = stack
+        .wait_for_metrics("the cohort to count the leaver", |m| cohort(m) == Some(1))
+        .await?;
     assert_eq!(outcome(&m, "pending"), Some(1));
     assert_eq!(m["exact"], true);
 
     // A board reader sees the single citizen suppressed, never the exact count.
     let (status, board) = stack.metrics(BOARD_TOKEN, "").await?;
     assert_eq!(status, 200);
-    assert_eq!(board["total"]["cohort"], json!({"value": null, "suppressed": true}));
+    assert_eq!(
+        board["total"]["cohort"],
+        json!({"value": null, "suppressed": true})
+    );
 
     // Operators see the figure in Prometheus text too.
     let text = stack.prometheus_text(&stack.projections_url).await?;
-    assert!(text.contains("joinery_mission_cohort_citizens{mission=\"opportunity\"} 1"), "{text}");
-    assert!(text.contains("joinery_event_to_metric_seconds_count{mission=\"opportunity\"} 1"), "{text}");
+    assert!(
+        text.contains("joinery_mission_cohort_citizens{mission=\"opportunity\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("joinery_event_to_metric_seconds_count{mission=\"opportunity\"} 1"),
+        "{text}"
+    );
 
     // What reached Kafka is in the Confluent wire format and holds no raw identifier.
     let records = read_topic(&stack.kafka, &stack.kafka.topic("joinery.events.dfe"))?;
@@ -47,12 +65,20 @@ async fn one_department_event_reaches_the_mission_metrics() -> Result<()> {
     assert_eq!(value[0], 0, "Confluent magic byte");
     for raw in ["AB123456C", "AB 12 34 56 C", "ab123456c"] {
         for bytes in [key, value] {
-            assert!(!String::from_utf8_lossy(bytes).contains(raw), "raw NINO reached Kafka");
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(raw),
+                "raw NINO reached Kafka"
+            );
         }
     }
     assert_eq!(key.len(), 64, "the key is the 64-hex-character citizen_key");
 
-    for base in [&stack.registry_url, &stack.ingest_url, &stack.processor_url, &stack.projections_url] {
+    for base in [
+        &stack.registry_url,
+        &stack.ingest_url,
+        &stack.processor_url,
+        &stack.projections_url,
+    ] {
         for path in ["healthz", "readyz"] {
             let r = stack.http.get(format!("{base}/{path}")).send().await?;
             assert_eq!(r.status().as_u16(), 200, "{base}/{path}");
@@ -64,7 +90,11 @@ async fn one_department_event_reaches_the_mission_metrics() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resent_event_counts_once_and_sustained_employment_is_achieved() -> Result<()> {
     let stack = Stack::start("e2e-journey").await?;
-    let exit = education_exited("0b6a4c62-5e35-4a55-9b3c-2f0a3cbb0d01", "CE 00 00 01 A", "2026-01-10");
+    let exit = education_exited(
+        "0b6a4c62-5e35-4a55-9b3c-2f0a3cbb0d01",
+        "CE 00 00 01 A",
+        "2026-01-10",
+    );
     for _ in 0..2 {
         let (status, body) = stack.post(DFE_TOKEN, exit.clone()).await?;
         assert_eq!(status, 202, "{body}");
@@ -78,11 +108,20 @@ async fn a_resent_event_counts_once_and_sustained_employment_is_achieved() -> Re
     let (status, body) = stack.post(HMRC_TOKEN, jobs).await?;
     assert_eq!(status, 202, "{body}");
     let m = stack
-        .wait_for_metrics("the outcome to be achieved", |m| outcome(m, "achieved") == Some(1))
+        .wait_for_metrics("the outcome to be achieved", |m| {
+            outcome(m, "achieved") == Some(1)
+        })
         .await?;
-    assert_eq!(cohort(&m), Some(1), "the re-sent leaver is counted once: {m}");
+    assert_eq!(
+        cohort(&m),
+        Some(1),
+        "the re-sent leaver is counted once: {m}"
+    );
     assert_eq!(outcome(&m, "pending"), Some(0));
-    assert_eq!(m["total"]["outcomes"]["sustained_employment_180d"]["days_to_achieve"]["median_days"], 22);
+    assert_eq!(
+        m["total"]["outcomes"]["sustained_employment_180d"]["days_to_achieve"]["median_days"],
+        22
+    );
     stack.shutdown().await
 }
 
@@ -93,20 +132,40 @@ async fn undecodable_records_are_dead_lettered_and_processing_goes_on() -> Resul
     let producer: FutureProducer = stack.kafka.producer("joinery-test").create()?;
     let topic = stack.kafka.topic("joinery.events.dfe");
     producer
-        .send(FutureRecord::to(&topic).key("not-a-citizen").payload("{\"json\": \"is not avro\"}"), std::time::Duration::from_secs(10))
+        .send(
+            FutureRecord::to(&topic)
+                .key("not-a-citizen")
+                .payload("{\"json\": \"is not avro\"}"),
+            std::time::Duration::from_secs(10),
+        )
         .await
         .map_err(|(e, _)| e)?;
     let (status, _) = stack
-        .post(DFE_TOKEN, education_exited("7d1f2a4e-0c8b-4c8e-8f0a-3b9c2d1e0f44", "HJ123456D", "2026-03-01"))
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "7d1f2a4e-0c8b-4c8e-8f0a-3b9c2d1e0f44",
+                "HJ123456D",
+                "2026-03-01",
+            ),
+        )
         .await?;
     assert_eq!(status, 202);
-    stack.wait_for_metrics("the valid event after the bad one", |m| cohort(m) == Some(1)).await?;
+    stack
+        .wait_for_metrics("the valid event after the bad one", |m| {
+            cohort(m) == Some(1)
+        })
+        .await?;
 
     let dead = read_topic(&stack.kafka, &stack.kafka.topic("joinery.deadletter"))?;
     assert_eq!(dead.len(), 1, "exactly the bad record is dead-lettered");
     let (key, value, headers) = &dead[0];
     assert_eq!(key.as_slice(), b"not-a-citizen");
-    assert_eq!(value.as_slice(), b"{\"json\": \"is not avro\"}", "the original bytes are kept");
+    assert_eq!(
+        value.as_slice(),
+        b"{\"json\": \"is not avro\"}",
+        "the original bytes are kept"
+    );
     let h = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     assert_eq!(h("joinery.reason").as_deref(), Some("wrong_magic_byte"));
     assert_eq!(h("joinery.source.topic"), Some(topic));
@@ -119,9 +178,20 @@ async fn undecodable_records_are_dead_lettered_and_processing_goes_on() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_services_resume_from_their_state_without_double_counting() -> Result<()> {
     let mut stack = Stack::start("e2e-restart").await?;
-    let (s, _) = stack.post(DFE_TOKEN, education_exited("3c0e7d0a-1111-4a55-9b3c-2f0a3cbb0d01", "KL111111A", "2026-04-01")).await?;
+    let (s, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "3c0e7d0a-1111-4a55-9b3c-2f0a3cbb0d01",
+                "KL111111A",
+                "2026-04-01",
+            ),
+        )
+        .await?;
     assert_eq!(s, 202);
-    stack.wait_for_metrics("the first leaver", |m| cohort(m) == Some(1)).await?;
+    stack
+        .wait_for_metrics("the first leaver", |m| cohort(m) == Some(1))
+        .await?;
 
     if let Some(p) = stack.projections.take() {
         p.stop().await?;
@@ -132,27 +202,59 @@ async fn restarted_services_resume_from_their_state_without_double_counting() ->
     stack.start_processor().await?;
     stack.start_projections().await?;
 
-    let (s, _) = stack.post(DFE_TOKEN, education_exited("3c0e7d0a-2222-4a55-9b3c-2f0a3cbb0d01", "KL222222B", "2026-04-02")).await?;
+    let (s, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "3c0e7d0a-2222-4a55-9b3c-2f0a3cbb0d01",
+                "KL222222B",
+                "2026-04-02",
+            ),
+        )
+        .await?;
     assert_eq!(s, 202);
-    let m = stack.wait_for_metrics("the second leaver", |m| cohort(m) == Some(2)).await?;
+    let m = stack
+        .wait_for_metrics("the second leaver", |m| cohort(m) == Some(2))
+        .await?;
     assert_eq!(outcome(&m, "pending"), Some(2));
-    let views = read_topic(&stack.kafka, &stack.kafka.topic("joinery.views.opportunity"))?;
-    assert_eq!(views.len(), 2, "each citizen's view published once, none republished after the restart");
+    let views = read_topic(
+        &stack.kafka,
+        &stack.kafka.topic("joinery.views.opportunity"),
+    )?;
+    assert_eq!(
+        views.len(),
+        2,
+        "each citizen's view published once, none republished after the restart"
+    );
     stack.shutdown().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_refuses_bad_requests_with_a_reason() -> Result<()> {
     let stack = Stack::start("e2e-refusals").await?;
-    let event = education_exited("9e8d7c6b-5a49-4838-a726-150413021100", "AB123456C", "2026-05-05");
+    let event = education_exited(
+        "9e8d7c6b-5a49-4838-a726-150413021100",
+        "AB123456C",
+        "2026-05-05",
+    );
 
-    let r = stack.http.post(format!("{}/v1/events", stack.ingest_url)).json(&event).send().await?;
+    let r = stack
+        .http
+        .post(format!("{}/v1/events", stack.ingest_url))
+        .json(&event)
+        .send()
+        .await?;
     assert_eq!(r.status().as_u16(), 401);
     assert!(r.text().await?.contains("bearer token"));
 
     let (status, body) = stack.post(HMRC_TOKEN, event.clone()).await?;
     assert_eq!(status, 403);
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("only dfe may publish")), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("only dfe may publish")),
+        "{body}"
+    );
 
     let mut bad = event.clone();
     bad["reason"] = json!("BORED");
@@ -160,12 +262,28 @@ async fn the_gateway_refuses_bad_requests_with_a_reason() -> Result<()> {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["rejected"][0]["index"], 1);
     assert_eq!(body["rejected"][0]["errors"][0]["field"], "reason");
-    assert!(read_topic(&stack.kafka, &stack.kafka.topic("joinery.events.dfe"))?.is_empty(), "all-or-nothing: nothing produced");
+    assert!(
+        read_topic(&stack.kafka, &stack.kafka.topic("joinery.events.dfe"))?.is_empty(),
+        "all-or-nothing: nothing produced"
+    );
 
     let (status, body) = stack.metrics(BOARD_TOKEN, "?group_by=colour").await?;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("group_by=area")), "{body}");
-    let r = stack.http.get(format!("{}/v1/missions/nope/metrics", stack.projections_url)).bearer_auth(OPERATOR_TOKEN).send().await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("group_by=area")),
+        "{body}"
+    );
+    let r = stack
+        .http
+        .get(format!(
+            "{}/v1/missions/nope/metrics",
+            stack.projections_url
+        ))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await?;
     assert_eq!(r.status().as_u16(), 404);
     stack.shutdown().await
 }

@@ -32,11 +32,15 @@ use joinery_domain::event::DAY_MS;
 use joinery_domain::{CitizenKey, Department, EventType, Millis, MissionView};
 use joinery_engine::{builtin_missions, Mission};
 use joinery_runtime::http::{bind, ops_router};
-use joinery_runtime::kafka::{ensure_topics, KafkaSettings, RebalanceEvent, StoredOffsetsContext, TopicSpec};
+use joinery_runtime::kafka::{
+    ensure_topics, KafkaSettings, RebalanceEvent, StoredOffsetsContext, TopicSpec,
+};
 use joinery_runtime::{serve, Health, Supervisor, Telemetry};
 use joinery_store::{Store, StoreOptions};
 use joinery_wire::catalog::view_topic;
-use joinery_wire::codec::{decode_value, encode_value, event_from_value, record_name, view_to_value};
+use joinery_wire::codec::{
+    decode_value, encode_value, event_from_value, record_name, view_to_value,
+};
 use joinery_wire::framing::{frame, unframe};
 use joinery_wire::{Catalog, DecodeError, RegistryClient};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -103,15 +107,90 @@ impl Metrics {
     fn new(t: &Telemetry) -> Metrics {
         use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
         Metrics {
-            events: t.register(IntCounterVec::new(Opts::new("joinery_processor_events_total", "Department events applied, by event type and result (applied, duplicate)"), &["event_type", "result"]).expect("valid")),
-            dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_dead_letters_total", "Records sent to the dead-letter topic, by source topic and reason"), &["topic", "reason"]).expect("valid")),
-            views: t.register(IntCounterVec::new(Opts::new("joinery_processor_views_published_total", "Changed mission views published, by mission"), &["mission"]).expect("valid")),
-            batch_seconds: t.register(Histogram::with_opts(HistogramOpts::new("joinery_processor_batch_duration_seconds", "Time to process, persist and publish one batch").buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid"))).expect("valid")),
-            watermark: t.register(IntGaugeVec::new(Opts::new("joinery_processor_watermark_seconds", "Event-time watermark of each partition (Unix seconds)"), &["partition"]).expect("valid")),
-            rebalances: t.register(IntCounterVec::new(Opts::new("joinery_processor_rebalances_total", "Consumer group rebalances, by kind (assigned, revoked, failed)"), &["kind"]).expect("valid")),
-            store_bytes: t.register(IntGauge::new("joinery_processor_state_bytes", "Estimated live data in the processor's RocksDB").expect("valid")),
-            block_cache_bytes: t.register(IntGauge::new("joinery_processor_block_cache_bytes", "Bytes in use in the RocksDB block cache").expect("valid")),
-            lag: t.register(IntGaugeVec::new(Opts::new("joinery_consumer_lag_records", "Records behind the end of each partition"), &["group", "topic", "partition"]).expect("valid")),
+            events: t.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "joinery_processor_events_total",
+                        "Department events applied, by event type and result (applied, duplicate)",
+                    ),
+                    &["event_type", "result"],
+                )
+                .expect("valid"),
+            ),
+            dead_letters: t.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "joinery_dead_letters_total",
+                        "Records sent to the dead-letter topic, by source topic and reason",
+                    ),
+                    &["topic", "reason"],
+                )
+                .expect("valid"),
+            ),
+            views: t.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "joinery_processor_views_published_total",
+                        "Changed mission views published, by mission",
+                    ),
+                    &["mission"],
+                )
+                .expect("valid"),
+            ),
+            batch_seconds: t.register(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "joinery_processor_batch_duration_seconds",
+                        "Time to process, persist and publish one batch",
+                    )
+                    .buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid")),
+                )
+                .expect("valid"),
+            ),
+            watermark: t.register(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "joinery_processor_watermark_seconds",
+                        "Event-time watermark of each partition (Unix seconds)",
+                    ),
+                    &["partition"],
+                )
+                .expect("valid"),
+            ),
+            rebalances: t.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "joinery_processor_rebalances_total",
+                        "Consumer group rebalances, by kind (assigned, revoked, failed)",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            store_bytes: t.register(
+                IntGauge::new(
+                    "joinery_processor_state_bytes",
+                    "Estimated live data in the processor's RocksDB",
+                )
+                .expect("valid"),
+            ),
+            block_cache_bytes: t.register(
+                IntGauge::new(
+                    "joinery_processor_block_cache_bytes",
+                    "Bytes in use in the RocksDB block cache",
+                )
+                .expect("valid"),
+            ),
+            lag: t.register(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "joinery_consumer_lag_records",
+                        "Records behind the end of each partition",
+                    ),
+                    &["group", "topic", "partition"],
+                )
+                .expect("valid"),
+            ),
         }
     }
 }
@@ -134,10 +213,22 @@ struct Processor {
 pub fn processor_topics(kafka: &KafkaSettings, missions: &[Box<dyn Mission>]) -> Vec<TopicSpec> {
     let mut t: Vec<TopicSpec> = Department::ALL
         .into_iter()
-        .map(|d| TopicSpec { name: kafka.topic(&d.topic()), partitions: kafka.partitions, compacted: false })
+        .map(|d| TopicSpec {
+            name: kafka.topic(&d.topic()),
+            partitions: kafka.partitions,
+            compacted: false,
+        })
         .collect();
-    t.extend(missions.iter().map(|m| TopicSpec { name: kafka.topic(&view_topic(m.id())), partitions: kafka.partitions, compacted: true }));
-    t.push(TopicSpec { name: kafka.topic(DEAD_LETTER_TOPIC), partitions: 1, compacted: false });
+    t.extend(missions.iter().map(|m| TopicSpec {
+        name: kafka.topic(&view_topic(m.id())),
+        partitions: kafka.partitions,
+        compacted: true,
+    }));
+    t.push(TopicSpec {
+        name: kafka.topic(DEAD_LETTER_TOPIC),
+        partitions: 1,
+        compacted: false,
+    });
     t
 }
 
@@ -153,7 +244,8 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     let mut view_schema_id = 0;
     for m in &missions {
         let subject = format!("{}-value", config.kafka.topic(&view_topic(m.id())));
-        view_schema_id = register_with_retry(&registry, &subject, catalog.view_schema_text(), &cancel).await?;
+        view_schema_id =
+            register_with_retry(&registry, &subject, catalog.view_schema_text(), &cancel).await?;
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.data_dir, &StoreOptions::default())?);
@@ -166,7 +258,10 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         Arc::new(move |e| {
             let kind = match e {
                 RebalanceEvent::Assigned(a) => {
-                    tracing::info!(partitions = a.len(), "partitions assigned; resuming from stored offsets");
+                    tracing::info!(
+                        partitions = a.len(),
+                        "partitions assigned; resuming from stored offsets"
+                    );
                     "assigned"
                 }
                 RebalanceEvent::Revoked(r) => {
@@ -185,7 +280,10 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .kafka
         .consumer("joinery-processor", &config.group)
         .create_with_context(context)?;
-    let topics: Vec<String> = Department::ALL.iter().map(|d| config.kafka.topic(&d.topic())).collect();
+    let topics: Vec<String> = Department::ALL
+        .iter()
+        .map(|d| config.kafka.topic(&d.topic()))
+        .collect();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     let producer: FutureProducer = config.kafka.producer("joinery-processor").create()?;
     let next_seq = store
@@ -194,20 +292,38 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .and_then(|(k, _)| outbox::seq_of(k))
         .map_or(0, |s| s + 1);
 
-    let p = Processor { config, catalog, registry, missions, view_schema_id, store, consumer, producer, metrics, next_seq: next_seq.into() };
+    let p = Processor {
+        config,
+        catalog,
+        registry,
+        missions,
+        view_schema_id,
+        store,
+        consumer,
+        producer,
+        metrics,
+        next_seq: next_seq.into(),
+    };
     p.flush_outbox().await?;
     health.set_ready(true);
 
     let mut sup = Supervisor::new(cancel.clone());
     let ops_cancel = cancel.clone();
     let router = ops_router(health, telemetry);
-    sup.spawn("ops-http", async move { serve(listener, router, ops_cancel).await });
+    sup.spawn("ops-http", async move {
+        serve(listener, router, ops_cancel).await
+    });
     let loop_cancel = cancel.clone();
     sup.spawn("consume", async move { p.consume(loop_cancel).await });
     sup.run(Duration::from_secs(15)).await
 }
 
-async fn register_with_retry(registry: &RegistryClient, subject: &str, schema: &str, cancel: &CancellationToken) -> anyhow::Result<u32> {
+async fn register_with_retry(
+    registry: &RegistryClient,
+    subject: &str,
+    schema: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<u32> {
     let mut attempt = 0;
     loop {
         match registry.register(subject, schema).await {
@@ -262,13 +378,15 @@ impl Processor {
                 self.process(&messages).await?;
                 self.commit_for_lag(&messages);
             }
-            self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
             if last_gauges.elapsed() > Duration::from_secs(5) {
-                self.update_gauges();
+                // Watermark look-ups are blocking broker round trips.
+                tokio::task::block_in_place(|| self.update_gauges());
                 last_gauges = Instant::now();
             }
         }
-        self.update_gauges();
         Ok(())
     }
 
@@ -287,21 +405,43 @@ impl Processor {
     }
 
     fn update_gauges(&self) {
-        self.metrics.store_bytes.set(self.store.live_data_bytes() as i64);
-        self.metrics.block_cache_bytes.set(self.store.block_cache_usage() as i64);
+        self.metrics
+            .store_bytes
+            .set(self.store.live_data_bytes() as i64);
+        self.metrics
+            .block_cache_bytes
+            .set(self.store.block_cache_usage() as i64);
         if let Ok(assignment) = self.consumer.assignment() {
             for e in assignment.elements() {
                 let (t, p) = (e.topic(), e.partition());
-                if let (Ok((_, high)), Ok(Some(pos))) = (self.consumer.fetch_watermarks(t, p, Duration::from_millis(500)), self.store.offset(t, p)) {
-                    self.metrics.lag.with_label_values(&[&self.config.group, t, &p.to_string()]).set((high - pos).max(0));
-                } else if let Ok((low, high)) = self.consumer.fetch_watermarks(t, p, Duration::from_millis(500)) {
-                    self.metrics.lag.with_label_values(&[&self.config.group, t, &p.to_string()]).set((high - low).max(0));
+                if let (Ok((_, high)), Ok(Some(pos))) = (
+                    self.consumer
+                        .fetch_watermarks(t, p, Duration::from_millis(500)),
+                    self.store.offset(t, p),
+                ) {
+                    self.metrics
+                        .lag
+                        .with_label_values(&[&self.config.group, t, &p.to_string()])
+                        .set((high - pos).max(0));
+                } else if let Ok((low, high)) =
+                    self.consumer
+                        .fetch_watermarks(t, p, Duration::from_millis(500))
+                {
+                    self.metrics
+                        .lag
+                        .with_label_values(&[&self.config.group, t, &p.to_string()])
+                        .set((high - low).max(0));
                 }
             }
         }
     }
 
-    fn load(&self, work: &mut BatchWork, partition: i32, citizen: &CitizenKey) -> anyhow::Result<()> {
+    fn load(
+        &self,
+        work: &mut BatchWork,
+        partition: i32,
+        citizen: &CitizenKey,
+    ) -> anyhow::Result<()> {
         let k = (partition, citizen.clone());
         if work.citizens.contains_key(&k) {
             return Ok(());
@@ -315,7 +455,10 @@ impl Processor {
     }
 
     fn dead_letter(&self, work: &mut BatchWork, m: &BorrowedMessage<'_>, err: &DecodeError) {
-        self.metrics.dead_letters.with_label_values(&[m.topic(), err.reason()]).inc();
+        self.metrics
+            .dead_letters
+            .with_label_values(&[m.topic(), err.reason()])
+            .inc();
         tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = err.reason(), error = %err, "dead-lettering record");
         work.outbox.push(Entry {
             topic: self.config.kafka.topic(DEAD_LETTER_TOPIC),
@@ -340,10 +483,18 @@ impl Processor {
             Err(e) => return Err(e.into()),
         };
         let name = record_name(&writer).unwrap_or_default();
-        let event_type = EventType::from_avro_full_name(&name).ok_or(DecodeError::UnknownRecordType(name))?;
-        let department = self.config.kafka.joinery_name(m.topic()).and_then(Department::from_topic);
+        let event_type =
+            EventType::from_avro_full_name(&name).ok_or(DecodeError::UnknownRecordType(name))?;
+        let department = self
+            .config
+            .kafka
+            .joinery_name(m.topic())
+            .and_then(Department::from_topic);
         if department != Some(event_type.department()) {
-            return Err(DecodeError::WrongTopic { event_type, topic: m.topic().into() });
+            return Err(DecodeError::WrongTopic {
+                event_type,
+                topic: m.topic().into(),
+            });
         }
         let value = decode_value(&writer, self.catalog.event_schema(event_type), body)?;
         event_from_value(event_type, value)
@@ -352,7 +503,8 @@ impl Processor {
     async fn process(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
         let mut work = BatchWork::default();
         for m in messages {
-            work.offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            work.offsets
+                .insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             let event = loop {
                 match self.decode(m).await {
                     Err(e) if !e.is_poison() => {
@@ -376,13 +528,22 @@ impl Processor {
             let label = event.event_type.to_string();
             let citizen = event.citizen_key.clone();
             self.load(&mut work, p, &citizen)?;
-            let record = work.citizens.get_mut(&(p, citizen.clone())).expect("loaded above");
+            let record = work
+                .citizens
+                .get_mut(&(p, citizen.clone()))
+                .expect("loaded above");
             if record.events.insert(event) {
                 record.ingested_at = record.ingested_at.max(ts);
                 work.dirty.insert((p, citizen));
-                self.metrics.events.with_label_values(&[&label, "applied"]).inc();
+                self.metrics
+                    .events
+                    .with_label_values(&[&label, "applied"])
+                    .inc();
             } else {
-                self.metrics.events.with_label_values(&[&label, "duplicate"]).inc();
+                self.metrics
+                    .events
+                    .with_label_values(&[&label, "duplicate"])
+                    .inc();
             }
         }
 
@@ -392,16 +553,26 @@ impl Processor {
         let seen_times: Vec<(i32, Millis)> = work.max_time.iter().map(|(p, t)| (*p, *t)).collect();
         for (p, seen) in seen_times {
             let stored = match self.store.get(state::max_time_key(p))? {
-                Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt watermark of partition {p}"))?),
+                Some(b) => i64::from_be_bytes(
+                    b.as_slice()
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("corrupt watermark of partition {p}"))?,
+                ),
                 None => i64::MIN,
             };
             let max_time = stored.max(seen);
             batch.put(state::max_time_key(p), max_time.to_be_bytes());
             let wm = max_time.saturating_sub(self.config.allowed_lateness);
             watermarks.insert(p, wm);
-            self.metrics.watermark.with_label_values(&[&p.to_string()]).set(wm / 1000);
+            self.metrics
+                .watermark
+                .with_label_values(&[&p.to_string()])
+                .set(wm / 1000);
             if stored == i64::MIN || wm > stored.saturating_sub(self.config.allowed_lateness) {
-                for (k, _) in self.store.scan(&state::timer_prefix(p), Some(&state::timer_end(p, wm)))? {
+                for (k, _) in self
+                    .store
+                    .scan(&state::timer_prefix(p), Some(&state::timer_end(p, wm)))?
+                {
                     batch.delete(&k);
                     if let Some(c) = state::timer_citizen(&k, p) {
                         self.load(&mut work, p, &c)?;
@@ -419,7 +590,10 @@ impl Processor {
                 Some(w) => *w,
                 None => continue,
             };
-            let record = work.citizens.get_mut(&(*p, citizen.clone())).expect("dirty citizens are loaded");
+            let record = work
+                .citizens
+                .get_mut(&(*p, citizen.clone()))
+                .expect("dirty citizens are loaded");
             let mut next_timer: Option<Millis> = None;
             for mission in &self.missions {
                 let eval = mission.evaluate(&record.events, wm);
@@ -432,7 +606,8 @@ impl Processor {
                     None => eval.in_cohort,
                     Some(prev) => {
                         let (a, b) = (&prev.evaluation, &eval);
-                        (a.in_cohort, &a.area_code, &a.cohort_month, &a.outcomes) != (b.in_cohort, &b.area_code, &b.cohort_month, &b.outcomes)
+                        (a.in_cohort, &a.area_code, &a.cohort_month, &a.outcomes)
+                            != (b.in_cohort, &b.area_code, &b.cohort_month, &b.outcomes)
                     }
                 };
                 if !visible_change {
@@ -458,7 +633,13 @@ impl Processor {
                     headers: vec![],
                 });
                 self.metrics.views.with_label_values(&[mission.id()]).inc();
-                record.views.insert(mission.id().into(), state::Published { version, evaluation: eval });
+                record.views.insert(
+                    mission.id().into(),
+                    state::Published {
+                        version,
+                        evaluation: eval,
+                    },
+                );
             }
             if record.timer != next_timer {
                 if let Some(old) = record.timer {
@@ -479,7 +660,9 @@ impl Processor {
             batch.set_offset(topic, *p, *next);
         }
         use std::sync::atomic::Ordering;
-        let first_seq = self.next_seq.fetch_add(work.outbox.len() as u64, Ordering::SeqCst);
+        let first_seq = self
+            .next_seq
+            .fetch_add(work.outbox.len() as u64, Ordering::SeqCst);
         for (i, entry) in work.outbox.iter().enumerate() {
             batch.put(outbox::key(first_seq + i as u64), entry.encode());
         }
@@ -497,12 +680,22 @@ impl Processor {
         for e in &entries {
             let mut headers = OwnedHeaders::new();
             for (k, v) in &e.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
             }
-            let record = FutureRecord::to(&e.topic).key(&e.key).payload(&e.payload).headers(headers);
+            let record = FutureRecord::to(&e.topic)
+                .key(&e.key)
+                .payload(&e.payload)
+                .headers(headers);
             pending.push(self.producer.send(record, Duration::from_secs(60)));
         }
-        for (r, e) in futures::future::join_all(pending).await.into_iter().zip(&entries) {
+        for (r, e) in futures::future::join_all(pending)
+            .await
+            .into_iter()
+            .zip(&entries)
+        {
             if let Err((err, _)) = r {
                 // The entries stay in the outbox; the restart publishes them.
                 anyhow::bail!("producing to {} failed: {err}; stopping so that the outbox is republished on restart", e.topic);
@@ -522,11 +715,18 @@ impl Processor {
         if pending.is_empty() {
             return Ok(());
         }
-        tracing::info!(records = pending.len(), "republishing the outbox left by the previous run");
-        let first = pending.first().and_then(|(k, _)| outbox::seq_of(k)).unwrap_or(0);
+        tracing::info!(
+            records = pending.len(),
+            "republishing the outbox left by the previous run"
+        );
+        let first = pending
+            .first()
+            .and_then(|(k, _)| outbox::seq_of(k))
+            .unwrap_or(0);
         let mut entries = Vec::with_capacity(pending.len());
         for (k, v) in &pending {
-            let entry = Entry::decode(v).ok_or_else(|| anyhow::anyhow!("corrupt outbox entry {:?}", outbox::seq_of(k)))?;
+            let entry = Entry::decode(v)
+                .ok_or_else(|| anyhow::anyhow!("corrupt outbox entry {:?}", outbox::seq_of(k)))?;
             entries.push(entry);
         }
         // Sequence numbers are contiguous: entries are written and deleted in runs.

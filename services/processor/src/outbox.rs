@@ -23,7 +23,9 @@ pub(crate) fn key(seq: u64) -> Vec<u8> {
 }
 
 pub(crate) fn seq_of(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.strip_prefix(PREFIX)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        key.strip_prefix(PREFIX)?.try_into().ok()?,
+    ))
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -62,7 +64,12 @@ impl Entry {
             let v = String::from_utf8(get(&mut input)?.to_vec()).ok()?;
             headers.push((k, v));
         }
-        Some(Entry { topic, key, payload, headers })
+        Some(Entry {
+            topic,
+            key,
+            payload,
+            headers,
+        })
     }
 }
 

@@ -117,7 +117,12 @@ impl MissionMetrics {
 
     /// Replaces `old` (if any) by `new`. Returns false, changing nothing, when
     /// `new` is not newer than `old`.
-    pub fn apply(&mut self, old: Option<&Contribution>, new: &Contribution, watermark: Millis) -> bool {
+    pub fn apply(
+        &mut self,
+        old: Option<&Contribution>,
+        new: &Contribution,
+        watermark: Millis,
+    ) -> bool {
         if old.is_some_and(|o| o.version >= new.version) {
             return false;
         }
@@ -165,7 +170,11 @@ mod tests {
     fn a_newer_view_replaces_the_old_contribution() {
         let mut m = MissionMetrics::default();
         assert!(m.apply(None, &c(1, OutcomeState::Pending, None), 0));
-        assert!(m.apply(Some(&c(1, OutcomeState::Pending, None)), &c(2, OutcomeState::Achieved, Some(30)), 0));
+        assert!(m.apply(
+            Some(&c(1, OutcomeState::Pending, None)),
+            &c(2, OutcomeState::Achieved, Some(30)),
+            0
+        ));
         let o = &m.total.outcomes["o"];
         assert_eq!((m.total.cohort, o.pending, o.achieved), (1, 0, 1));
         assert_eq!(m.by_area["E1"].cohort, 1);
@@ -176,8 +185,16 @@ mod tests {
         let mut m = MissionMetrics::default();
         m.apply(None, &c(2, OutcomeState::Achieved, Some(3)), 0);
         let before = m.clone();
-        assert!(!m.apply(Some(&c(2, OutcomeState::Achieved, Some(3))), &c(2, OutcomeState::Achieved, Some(3)), 0));
-        assert!(!m.apply(Some(&c(2, OutcomeState::Achieved, Some(3))), &c(1, OutcomeState::Pending, None), 0));
+        assert!(!m.apply(
+            Some(&c(2, OutcomeState::Achieved, Some(3))),
+            &c(2, OutcomeState::Achieved, Some(3)),
+            0
+        ));
+        assert!(!m.apply(
+            Some(&c(2, OutcomeState::Achieved, Some(3))),
+            &c(1, OutcomeState::Pending, None),
+            0
+        ));
         assert_eq!(m, before);
     }
 

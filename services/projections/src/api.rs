@@ -25,11 +25,23 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn principal(s: &Shared, headers: &HeaderMap) -> Result<Principal, Response> {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    s.tokens.authenticate(auth).ok_or_else(|| {
-        error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token: send `Authorization: Bearer <board or operator token>`")
-    })
+/// A request without a valid bearer token.
+struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token: send `Authorization: Bearer <board or operator token>`",
+        )
+    }
+}
+
+fn principal(s: &Shared, headers: &HeaderMap) -> Result<Principal, Unauthorized> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    s.tokens.authenticate(auth).ok_or(Unauthorized)
 }
 
 fn iso(ms: i64) -> Value {
@@ -58,15 +70,18 @@ fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
         } else {
             json!({"median_days": quantile(&o.durations, 0.5), "p90_days": quantile(&o.durations, 0.9), "withheld": false, "method": "exact nearest-rank over whole days", "error_bound_days": 0})
         };
-        outcomes.insert(name.clone(), json!({
-            "achieved": d.count(o.achieved, exact),
-            "not_achieved": d.count(o.not_achieved, exact),
-            "pending": d.count(o.pending, exact),
-            "provisional": d.count(o.pending, exact),
-            "final": d.count(decided, exact),
-            "rate": rate,
-            "days_to_achieve": durations,
-        }));
+        outcomes.insert(
+            name.clone(),
+            json!({
+                "achieved": d.count(o.achieved, exact),
+                "not_achieved": d.count(o.not_achieved, exact),
+                "pending": d.count(o.pending, exact),
+                "provisional": d.count(o.pending, exact),
+                "final": d.count(decided, exact),
+                "rate": rate,
+                "days_to_achieve": durations,
+            }),
+        );
     }
     json!({"cohort": d.count(c.cohort, exact), "outcomes": outcomes})
 }
@@ -85,7 +100,7 @@ fn headline(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) -> Value {
 async fn list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let p = match principal(&s, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let metrics = s.metrics.read().expect("lock");
     let exact = p == Principal::Operator;
@@ -111,14 +126,23 @@ async fn mission_metrics(
 ) -> Response {
     let p = match principal(&s, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let metrics = s.metrics.read().expect("lock");
     let Some(m) = metrics.get(&mission) else {
-        return error(StatusCode::NOT_FOUND, format!("unknown mission `{mission}`; known missions: {}", s.missions.join(", ")));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown mission `{mission}`; known missions: {}",
+                s.missions.join(", ")
+            ),
+        );
     };
     if !p.may_read(&mission) {
-        return error(StatusCode::FORBIDDEN, format!("this token may not read mission `{mission}`"));
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("this token may not read mission `{mission}`"),
+        );
     }
     let exact = p == Principal::Operator;
     let mut body = headline(&s, &mission, m, exact);
@@ -145,7 +169,10 @@ async fn mission_metrics(
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn cell(v: &Value) -> String {
@@ -182,7 +209,9 @@ async fn board(State(s): State<Arc<Shared>>) -> Html<String> {
         if let Some(outcomes) = h["total"]["outcomes"].as_object() {
             html.push_str("<table><caption>Outcomes</caption><tr><th scope=\"col\">Outcome</th><th scope=\"col\">Achieved</th><th scope=\"col\">Not achieved</th><th scope=\"col\">Provisional</th><th scope=\"col\">Rate</th></tr>");
             for (name, o) in outcomes {
-                let rate = o["rate"]["value"].as_f64().map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
+                let rate = o["rate"]["value"]
+                    .as_f64()
+                    .map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
                 html.push_str(&format!(
                     "<tr data-outcome=\"{n}\"><th scope=\"row\">{n}</th><td data-field=\"achieved\">{}</td><td data-field=\"not_achieved\">{}</td><td data-field=\"pending\">{}</td><td data-field=\"rate\">{}</td></tr>",
                     cell(&o["achieved"]),

@@ -17,7 +17,10 @@ pub struct Disclosure {
 
 impl Default for Disclosure {
     fn default() -> Self {
-        Disclosure { threshold: 10, rounding: 5 }
+        Disclosure {
+            threshold: 10,
+            rounding: 5,
+        }
     }
 }
 
@@ -34,13 +37,22 @@ impl Disclosure {
     /// Applies the rule to a count (`exact` for operators).
     pub fn count(&self, n: i64, exact: bool) -> Count {
         if exact {
-            return Count { value: Some(n), suppressed: false };
+            return Count {
+                value: Some(n),
+                suppressed: false,
+            };
         }
         if n > 0 && n < self.threshold {
-            return Count { value: None, suppressed: true };
+            return Count {
+                value: None,
+                suppressed: true,
+            };
         }
         let r = self.rounding.max(1);
-        Count { value: Some(((n + r / 2) / r) * r), suppressed: false }
+        Count {
+            value: Some(((n + r / 2) / r) * r),
+            suppressed: false,
+        }
     }
 
     /// Whether figures derived from a base of `n` must be withheld.
@@ -56,7 +68,13 @@ mod tests {
     #[test]
     fn ten_five_rule() {
         let d = Disclosure::default();
-        assert_eq!(d.count(3, false), Count { value: None, suppressed: true });
+        assert_eq!(
+            d.count(3, false),
+            Count {
+                value: None,
+                suppressed: true
+            }
+        );
         assert_eq!(d.count(0, false).value, Some(0));
         assert_eq!(d.count(12, false).value, Some(10));
         assert_eq!(d.count(13, false).value, Some(15));

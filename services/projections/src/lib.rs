@@ -81,10 +81,18 @@ impl Metrics {
     }
 
     fn publish(&self, mission: &str, m: &MissionMetrics) {
-        self.cohort.with_label_values(&[mission]).set(m.total.cohort);
+        self.cohort
+            .with_label_values(&[mission])
+            .set(m.total.cohort);
         for (name, o) in &m.total.outcomes {
-            for (status, n) in [("pending", o.pending), ("achieved", o.achieved), ("not_achieved", o.not_achieved)] {
-                self.outcomes.with_label_values(&[mission, name, status]).set(n);
+            for (status, n) in [
+                ("pending", o.pending),
+                ("achieved", o.achieved),
+                ("not_achieved", o.not_achieved),
+            ] {
+                self.outcomes
+                    .with_label_values(&[mission, name, status])
+                    .set(n);
             }
         }
     }
@@ -125,7 +133,12 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         metrics.publish(m, &current);
         restored.insert((*m).to_owned(), current);
     }
-    let shared = Arc::new(Shared { metrics: RwLock::new(restored), missions: missions.clone(), tokens, disclosure: config.disclosure });
+    let shared = Arc::new(Shared {
+        metrics: RwLock::new(restored),
+        missions: missions.clone(),
+        tokens,
+        disclosure: config.disclosure,
+    });
 
     let lookup_store = Arc::clone(&store);
     let context = StoredOffsetsContext::new(
@@ -135,31 +148,61 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
             other => tracing::info!(event = ?other, "rebalance"),
         }),
     );
-    let consumer: StreamConsumer<StoredOffsetsContext> = config.kafka.consumer("joinery-projections", &config.group).create_with_context(context)?;
-    let topics: Vec<String> = missions.iter().map(|m| config.kafka.topic(&view_topic(m))).collect();
+    let consumer: StreamConsumer<StoredOffsetsContext> = config
+        .kafka
+        .consumer("joinery-projections", &config.group)
+        .create_with_context(context)?;
+    let topics: Vec<String> = missions
+        .iter()
+        .map(|m| config.kafka.topic(&view_topic(m)))
+        .collect();
     // The processor creates the view topics; wait for them rather than fail.
     wait_for_topics(&consumer, &topics, &cancel).await?;
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     health.set_ready(true);
 
-    let consumer_loop = ViewConsumer { consumer, store, shared: Arc::clone(&shared), metrics, registry: RegistryClient::new(&config.registry_url), catalog: Catalog::load() };
+    let consumer_loop = ViewConsumer {
+        consumer,
+        store,
+        shared: Arc::clone(&shared),
+        metrics,
+        registry: RegistryClient::new(&config.registry_url),
+        catalog: Catalog::load(),
+    };
     let mut sup = Supervisor::new(cancel.clone());
     let router = api::router(Arc::clone(&shared)).merge(ops_router(health, telemetry));
     let http_cancel = cancel.clone();
-    sup.spawn("http", async move { serve(listener, router, http_cancel).await });
+    sup.spawn(
+        "http",
+        async move { serve(listener, router, http_cancel).await },
+    );
     let c = cancel.clone();
     sup.spawn("consume", async move { consumer_loop.run(c).await });
     sup.run(Duration::from_secs(15)).await
 }
 
-async fn wait_for_topics(consumer: &StreamConsumer<StoredOffsetsContext>, topics: &[String], cancel: &CancellationToken) -> anyhow::Result<()> {
+async fn wait_for_topics(
+    consumer: &StreamConsumer<StoredOffsetsContext>,
+    topics: &[String],
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
-        let missing: Vec<&String> = topics.iter().filter(|t| !md.topics().iter().any(|m| m.name() == t.as_str() && !m.partitions().is_empty())).collect();
+        let missing: Vec<&String> = topics
+            .iter()
+            .filter(|t| {
+                !md.topics()
+                    .iter()
+                    .any(|m| m.name() == t.as_str() && !m.partitions().is_empty())
+            })
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        tracing::info!(?missing, "waiting for the processor to create the view topics");
+        tracing::info!(
+            ?missing,
+            "waiting for the processor to create the view topics"
+        );
         tokio::select! {
             () = cancel.cancelled() => anyhow::bail!("cancelled while waiting for view topics"),
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -192,7 +235,10 @@ impl ViewConsumer {
             }
             let messages: Vec<BorrowedMessage<'_>> = batch
                 .into_iter()
-                .filter_map(|m| m.map_err(|e| tracing::warn!(error = %e, "consumer error")).ok())
+                .filter_map(|m| {
+                    m.map_err(|e| tracing::warn!(error = %e, "consumer error"))
+                        .ok()
+                })
                 .collect();
             if !messages.is_empty() {
                 self.apply(&messages).await?;
@@ -200,7 +246,10 @@ impl ViewConsumer {
         }
     }
 
-    async fn decode(&self, m: &BorrowedMessage<'_>) -> Result<joinery_domain::MissionView, DecodeError> {
+    async fn decode(
+        &self,
+        m: &BorrowedMessage<'_>,
+    ) -> Result<joinery_domain::MissionView, DecodeError> {
         let (id, body) = unframe(m.payload().unwrap_or_default())?;
         let writer = loop {
             match self.registry.schema(id).await {
@@ -229,15 +278,24 @@ impl ViewConsumer {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "undecodable view skipped");
-                    self.metrics.dead_letters.with_label_values(&[e.reason()]).inc();
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&[e.reason()])
+                        .inc();
                     continue;
                 }
             };
-            let Some(mission) = working.get_mut(&view.mission) else { continue };
+            let Some(mission) = working.get_mut(&view.mission) else {
+                continue;
+            };
             let key = contribution_key(&view.mission, view.citizen_key.as_str());
             let old = match contributions.get(&key) {
                 Some(c) => Some(c.clone()),
-                None => self.store.get(&key)?.map(|b| serde_json::from_slice::<Contribution>(&b)).transpose()?,
+                None => self
+                    .store
+                    .get(&key)?
+                    .map(|b| serde_json::from_slice::<Contribution>(&b))
+                    .transpose()?,
             };
             let new = Contribution::from(&view);
             if mission.apply(old.as_ref(), &new, view.watermark) {
@@ -245,21 +303,36 @@ impl ViewConsumer {
                 batch.put(&key, serde_json::to_vec(&new)?);
                 contributions.insert(key, new);
                 touched.insert(view.mission.clone());
-                fresh.push((view.mission.clone(), (now - view.ingested_at).max(0) as f64 / 1000.0));
-                self.metrics.views.with_label_values(&[&view.mission, "applied"]).inc();
+                fresh.push((
+                    view.mission.clone(),
+                    (now - view.ingested_at).max(0) as f64 / 1000.0,
+                ));
+                self.metrics
+                    .views
+                    .with_label_values(&[&view.mission, "applied"])
+                    .inc();
             } else {
-                self.metrics.views.with_label_values(&[&view.mission, "stale"]).inc();
+                self.metrics
+                    .views
+                    .with_label_values(&[&view.mission, "stale"])
+                    .inc();
             }
         }
         for m in &touched {
-            batch.put(format!("{METRICS_PREFIX}{m}"), serde_json::to_vec(&working[m])?);
+            batch.put(
+                format!("{METRICS_PREFIX}{m}"),
+                serde_json::to_vec(&working[m])?,
+            );
         }
         self.store.write(batch)?;
         for m in &touched {
             self.metrics.publish(m, &working[m]);
         }
         for (m, secs) in fresh {
-            self.metrics.freshness.with_label_values(&[&m]).observe(secs);
+            self.metrics
+                .freshness
+                .with_label_values(&[&m])
+                .observe(secs);
         }
         *self.shared.metrics.write().expect("lock") = working;
         Ok(())

@@ -61,11 +61,19 @@ struct RegisterBody {
 
 fn parse_body(body: &[u8]) -> Result<RegisterBody, ApiError> {
     let b: RegisterBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("request body must be JSON {{\"schema\": \"<Avro schema as a string>\"}}: {e}"))
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42201,
+            format!("request body must be JSON {{\"schema\": \"<Avro schema as a string>\"}}: {e}"),
+        )
     })?;
     if let Some(t) = &b.schema_type {
         if t != "AVRO" {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("schemaType {t} is not supported; Joinery's registry holds AVRO schemas")));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                42201,
+                format!("schemaType {t} is not supported; Joinery's registry holds AVRO schemas"),
+            ));
         }
     }
     Ok(b)
@@ -73,7 +81,11 @@ fn parse_body(body: &[u8]) -> Result<RegisterBody, ApiError> {
 
 fn canonical_or_422(schema: &str) -> Result<String, ApiError> {
     canonical(schema).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}"))
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42201,
+            format!("Invalid schema: {e}"),
+        )
     })
 }
 
@@ -90,7 +102,11 @@ async fn register(
     }
     let record = state.next_record(&subject, &b.schema, &canon);
     s.log.append(&record).await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 50001, format!("Error in the backend data store: {e:#}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            50001,
+            format!("Error in the backend data store: {e:#}"),
+        )
     })?;
     let id = record.id;
     tracing::info!(subject = %record.subject, version = record.version, id, "registered schema");
@@ -109,17 +125,26 @@ async fn lookup(
     if state.versions(&subject).is_none() {
         return Err(subject_not_found(&subject));
     }
-    let (version, id) = state.find(&subject, &canon).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, 40403, "Schema not found")
-    })?;
-    Ok(ok(json!({"subject": subject, "version": version, "id": id, "schema": state.schema(id)})))
+    let (version, id) = state
+        .find(&subject, &canon)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, 40403, "Schema not found"))?;
+    Ok(ok(
+        json!({"subject": subject, "version": version, "id": id, "schema": state.schema(id)}),
+    ))
 }
 
 fn subject_not_found(subject: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found."))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        40401,
+        format!("Subject '{subject}' not found."),
+    )
 }
 
-async fn schema_by_id(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn schema_by_id(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let state = s.state.lock().await;
     let schema = id
         .parse::<u32>()
@@ -133,9 +158,14 @@ async fn subjects(AxState(s): AxState<Arc<Shared>>) -> Response {
     ok(json!(s.state.lock().await.subjects()))
 }
 
-async fn versions(AxState(s): AxState<Arc<Shared>>, Path(subject): Path<String>) -> Result<Response, ApiError> {
+async fn versions(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(subject): Path<String>,
+) -> Result<Response, ApiError> {
     let state = s.state.lock().await;
-    let v = state.versions(&subject).ok_or_else(|| subject_not_found(&subject))?;
+    let v = state
+        .versions(&subject)
+        .ok_or_else(|| subject_not_found(&subject))?;
     Ok(ok(json!(v.iter().map(|(v, _)| v).collect::<Vec<_>>())))
 }
 
@@ -144,7 +174,9 @@ async fn version(
     Path((subject, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let state = s.state.lock().await;
-    let versions = state.versions(&subject).ok_or_else(|| subject_not_found(&subject))?;
+    let versions = state
+        .versions(&subject)
+        .ok_or_else(|| subject_not_found(&subject))?;
     let found = if version == "latest" || version == "-1" {
         versions.last().copied()
     } else {
@@ -153,8 +185,16 @@ async fn version(
         })?;
         versions.iter().copied().find(|(x, _)| *x == v)
     };
-    let (v, id) = found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, 40402, format!("Version {version} not found.")))?;
-    Ok(ok(json!({"subject": subject, "version": v, "id": id, "schema": state.schema(id)})))
+    let (v, id) = found.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            40402,
+            format!("Version {version} not found."),
+        )
+    })?;
+    Ok(ok(
+        json!({"subject": subject, "version": v, "id": id, "schema": state.schema(id)}),
+    ))
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {

@@ -54,7 +54,10 @@ pub async fn run(config: RegistryConfig, cancel: CancellationToken) -> anyhow::R
     .await?;
     let log = log::SchemaLog::new(&config.kafka)?;
     let state = log.restore(&config.kafka).await?;
-    tracing::info!(schemas = state.schema_count(), "restored schemas from {SCHEMAS_TOPIC}");
+    tracing::info!(
+        schemas = state.schema_count(),
+        "restored schemas from {SCHEMAS_TOPIC}"
+    );
     let shared = Arc::new(api::Shared {
         state: Mutex::new(state),
         log,

@@ -47,11 +47,21 @@ impl SchemaLog {
                 };
                 let msg = msg?;
                 next = msg.offset() + 1;
-                let Some(payload) = msg.payload() else { continue };
-                let record: SchemaRecord = serde_json::from_slice(payload)
-                    .map_err(|e| anyhow::anyhow!("{SCHEMAS_TOPIC} offset {} is not a schema record: {e}", msg.offset()))?;
-                let canon = canonical(&record.schema)
-                    .map_err(|e| anyhow::anyhow!("{SCHEMAS_TOPIC} offset {} holds an invalid schema: {e}", msg.offset()))?;
+                let Some(payload) = msg.payload() else {
+                    continue;
+                };
+                let record: SchemaRecord = serde_json::from_slice(payload).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{SCHEMAS_TOPIC} offset {} is not a schema record: {e}",
+                        msg.offset()
+                    )
+                })?;
+                let canon = canonical(&record.schema).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{SCHEMAS_TOPIC} offset {} holds an invalid schema: {e}",
+                        msg.offset()
+                    )
+                })?;
                 state.apply(record, canon);
             }
             Ok(state)

@@ -3,7 +3,12 @@
 //! topic namespace, consumer groups and data directories, so that tests run
 //! in parallel and leave nothing behind but their uniquely named topics.
 
-#![allow(dead_code, unreachable_pub, missing_docs, missing_debug_implementations)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    missing_debug_implementations
+)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -74,7 +79,11 @@ pub struct Stack {
 impl Stack {
     pub async fn start(test: &str) -> Result<Stack> {
         joinery_runtime::telemetry::init_tracing();
-        let unique = format!("{test}-{}-{}.", std::process::id(), uuid::Uuid::new_v4().simple());
+        let unique = format!(
+            "{test}-{}-{}.",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         let kafka = KafkaSettings {
             brokers: brokers(),
             partitions: 3,
@@ -110,7 +119,10 @@ impl Stack {
             processor_addr: proc_,
             projections_addr: proj,
         };
-        let config = joinery_registry::RegistryConfig { listen: reg, kafka: stack.kafka.clone() };
+        let config = joinery_registry::RegistryConfig {
+            listen: reg,
+            kafka: stack.kafka.clone(),
+        };
         stack.registry = Some(spawn(|c| joinery_registry::run(config, c)));
         stack.wait_ready(&stack.registry_url.clone()).await?;
         let config = joinery_ingest::IngestConfig {
@@ -158,10 +170,18 @@ impl Stack {
     async fn wait_ready(&mut self, base: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            for slot in [&mut self.registry, &mut self.ingest, &mut self.processor, &mut self.projections] {
+            for slot in [
+                &mut self.registry,
+                &mut self.ingest,
+                &mut self.processor,
+                &mut self.projections,
+            ] {
                 if slot.as_ref().is_some_and(|r| r.task.is_finished()) {
                     let r = slot.take().expect("checked above");
-                    bail!("a service stopped while {base} was starting: {:?}", r.task.await);
+                    bail!(
+                        "a service stopped while {base} was starting: {:?}",
+                        r.task.await
+                    );
                 }
             }
             if let Ok(r) = self.http.get(format!("{base}/readyz")).send().await {
@@ -170,13 +190,20 @@ impl Stack {
                 }
             }
             if Instant::now() > deadline {
-                bail!("{base} not ready within 60 s (is Kafka running at {}?)", brokers());
+                bail!(
+                    "{base} not ready within 60 s (is Kafka running at {}?)",
+                    brokers()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    pub async fn post(&self, token: &str, body: serde_json::Value) -> Result<(u16, serde_json::Value)> {
+    pub async fn post(
+        &self,
+        token: &str,
+        body: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value)> {
         let r = self
             .http
             .post(format!("{}/v1/events", self.ingest_url))
@@ -191,7 +218,10 @@ impl Stack {
     pub async fn metrics(&self, token: &str, query: &str) -> Result<(u16, serde_json::Value)> {
         let r = self
             .http
-            .get(format!("{}/v1/missions/opportunity/metrics{query}", self.projections_url))
+            .get(format!(
+                "{}/v1/missions/opportunity/metrics{query}",
+                self.projections_url
+            ))
             .bearer_auth(token)
             .send()
             .await?;
@@ -200,7 +230,11 @@ impl Stack {
     }
 
     /// Polls the operator's figures until `pred` holds (60 s at most).
-    pub async fn wait_for_metrics(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
+    pub async fn wait_for_metrics(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (_, m) = self.metrics(OPERATOR_TOKEN, "").await?;
@@ -215,11 +249,25 @@ impl Stack {
     }
 
     pub async fn prometheus_text(&self, base: &str) -> Result<String> {
-        Ok(self.http.get(format!("{base}/metrics")).send().await?.text().await?)
+        Ok(self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     pub async fn shutdown(mut self) -> Result<()> {
-        for s in [self.projections.take(), self.processor.take(), self.ingest.take(), self.registry.take()].into_iter().flatten() {
+        for s in [
+            self.projections.take(),
+            self.processor.take(),
+            self.ingest.take(),
+            self.registry.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             s.stop().await?;
         }
         Ok(())
@@ -241,16 +289,26 @@ pub fn education_exited(event_id: &str, nino: &str, date: &str) -> serde_json::V
     })
 }
 
+/// A record read back: key, value and headers.
+pub type Record = (Vec<u8>, Vec<u8>, Vec<(String, String)>);
+
 /// Every (key, value, headers) on a topic, read from the beginning to the end.
-pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<(Vec<u8>, Vec<u8>, Vec<(String, String)>)>> {
+pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Headers;
     use rdkafka::Message;
     let consumer: BaseConsumer = kafka
-        .consumer("joinery-test-reader", &format!("{}reader-{}", kafka.namespace, uuid::Uuid::new_v4()))
+        .consumer(
+            "joinery-test-reader",
+            &format!("{}reader-{}", kafka.namespace, uuid::Uuid::new_v4()),
+        )
         .create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let partitions = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0) as i32;
     let mut out = Vec::new();
     for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
@@ -262,13 +320,28 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<(Vec<u8>, Ve
         consumer.assign(&tpl)?;
         let mut next = low;
         while next < high {
-            let m = consumer.poll(Duration::from_secs(10)).context("timed out reading the topic")??;
+            let m = consumer
+                .poll(Duration::from_secs(10))
+                .context("timed out reading the topic")??;
             next = m.offset() + 1;
             let headers = m
                 .headers()
-                .map(|h| h.iter().map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_owned(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
-            out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec(), headers));
+            out.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+                headers,
+            ));
         }
     }
     Ok(out)
