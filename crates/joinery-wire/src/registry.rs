@@ -158,6 +158,20 @@ impl RegistryClient {
         Ok(body.id)
     }
 
+    /// Sets `subject`'s compatibility level (e.g. `FULL_TRANSITIVE`).
+    pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
+        let resp = self
+            .http
+            .put(format!("{}/config/{subject}", self.base))
+            .header("content-type", CONTENT_TYPE)
+            .json(&serde_json::json!({ "compatibility": level }))
+            .send()
+            .await;
+        self.check(format!("setting compatibility of {subject}"), resp)
+            .await?;
+        Ok(())
+    }
+
     /// The writer schema with global id `id`, from the cache or the registry.
     pub async fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         if let Some(s) = self

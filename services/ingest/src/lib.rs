@@ -110,7 +110,10 @@ pub fn department_topics(kafka: &KafkaSettings) -> Vec<TopicSpec> {
         .collect()
 }
 
-/// Registers every event schema, retrying while the registry starts.
+/// Registers every event schema, retrying while the registry starts. Each
+/// event subject is set to FULL_TRANSITIVE first: department topics are read
+/// by consumers that upgrade independently of the producers, so a schema
+/// change must be readable both ways.
 pub async fn register_event_schemas(
     kafka: &KafkaSettings,
     registry: &RegistryClient,

@@ -9,9 +9,19 @@
 //! own producers) registers or looks up writer schemas here; every consumer
 //! (processor, projections) resolves schema ids here.
 //!
-//! This first version serves registration, lookup by id, and subject and
-//! version listing. Compatibility enforcement, deletion and the config and
-//! mode endpoints are tracked in issue 3.
+//! Compatibility is enforced on registration (BACKWARD_TRANSITIVE unless
+//! configured otherwise, per subject or globally), and the rejection names
+//! the field and the rule it breaks. Every instance folds the same log with
+//! the same rules, so instances agree on ids.
+//!
+//! # Layout
+//!
+//! - [`compat`]: the compatibility levels and checks.
+//! - `state`: the fold over the log.
+//! - `log`: the topic: append, and a tail that applies every record.
+//! - `api`: the REST endpoints.
+
+pub mod compat;
 
 mod api;
 mod log;
@@ -23,7 +33,6 @@ use std::sync::Arc;
 use joinery_runtime::http::{bind, ops_router};
 use joinery_runtime::kafka::{ensure_topics, KafkaSettings, TopicSpec};
 use joinery_runtime::{serve, Health, Telemetry};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// The compacted topic holding every registered schema.
@@ -52,16 +61,10 @@ pub async fn run(config: RegistryConfig, cancel: CancellationToken) -> anyhow::R
         }],
     )
     .await?;
-    let log = log::SchemaLog::new(&config.kafka)?;
-    let state = log.restore(&config.kafka).await?;
-    tracing::info!(
-        schemas = state.schema_count(),
-        "restored schemas from {SCHEMAS_TOPIC}"
-    );
-    let shared = Arc::new(api::Shared {
-        state: Mutex::new(state),
-        log,
-    });
+    let log = log::SchemaLog::open(&config.kafka, config.kafka.topic(SCHEMAS_TOPIC)).await?;
+    let count = log.state.lock().expect("state lock").schema_count();
+    tracing::info!(schemas = count, "restored schemas from {SCHEMAS_TOPIC}");
+    let shared = Arc::new(api::Shared { log });
     health.set_ready(true);
     let router = api::router(shared).merge(ops_router(health, telemetry));
     serve(listener, router, cancel).await

@@ -1,88 +1,138 @@
-//! Persistence of the registry in the compacted topic `_joinery_schemas`.
+//! `_joinery_schemas`: the registry's only storage. A producer appends
+//! records; a tail (one thread, polling the single partition from the
+//! beginning) applies every record, its own and other instances', to the
+//! shared state, and reports the offset it has applied so that a writer can
+//! wait to read its own write.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
 
-use crate::state::{SchemaRecord, State};
-use crate::SCHEMAS_TOPIC;
+use crate::state::{LogRecord, State};
 use joinery_runtime::kafka::KafkaSettings;
 
+/// The shared state and the log behind it.
 pub(crate) struct SchemaLog {
+    pub(crate) state: Arc<Mutex<State>>,
     producer: FutureProducer,
     topic: String,
+    /// Next offset the tail will apply.
+    applied: watch::Receiver<i64>,
+    stop: Arc<AtomicBool>,
 }
 
-pub(crate) fn canonical(schema: &str) -> Result<String, apache_avro::Error> {
-    Ok(apache_avro::Schema::parse_str(schema)?.canonical_form())
+impl Drop for SchemaLog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 impl SchemaLog {
-    pub(crate) fn new(kafka: &KafkaSettings) -> anyhow::Result<SchemaLog> {
+    /// Starts the tail and waits until it has applied the whole topic as it
+    /// was at start-up.
+    pub(crate) async fn open(kafka: &KafkaSettings, topic: String) -> anyhow::Result<SchemaLog> {
+        let consumer: BaseConsumer = kafka
+            .consumer("joinery-registry-tail", &format!("{topic}-tail-unused"))
+            .create()?;
+        let (_, high) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
+        consumer.assign(&tpl)?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let (tx, mut applied) = watch::channel(0i64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tail_state, tail_stop, tail_topic) =
+            (Arc::clone(&state), Arc::clone(&stop), topic.clone());
+        std::thread::Builder::new()
+            .name("registry-tail".into())
+            .spawn(move || tail(consumer, tail_state, tx, tail_stop, tail_topic))?;
+        let wait = applied.wait_for(|next| *next >= high);
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("could not read {topic} to its end ({high} records) within 60 s")
+            })?
+            .map_err(|_| anyhow::anyhow!("the {topic} reader stopped"))?;
         Ok(SchemaLog {
+            state,
             producer: kafka.producer("joinery-registry").create()?,
-            topic: kafka.topic(SCHEMAS_TOPIC),
+            topic,
+            applied,
+            stop,
         })
     }
 
-    /// Reads the whole topic into a fresh state.
-    pub(crate) async fn restore(&self, kafka: &KafkaSettings) -> anyhow::Result<State> {
-        let kafka = kafka.clone();
-        let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = kafka
-                .consumer("joinery-registry-restore", "joinery-registry-restore")
-                .create()?;
-            let (_, high) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
-            consumer.assign(&tpl)?;
-            let mut state = State::default();
-            let mut next = 0;
-            while next < high {
-                let Some(msg) = consumer.poll(Duration::from_secs(10)) else {
-                    anyhow::bail!("timed out reading {SCHEMAS_TOPIC} at offset {next} of {high}");
-                };
-                let msg = msg?;
-                next = msg.offset() + 1;
-                let Some(payload) = msg.payload() else {
-                    continue;
-                };
-                let record: SchemaRecord = serde_json::from_slice(payload).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{SCHEMAS_TOPIC} offset {} is not a schema record: {e}",
-                        msg.offset()
-                    )
-                })?;
-                let canon = canonical(&record.schema).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{SCHEMAS_TOPIC} offset {} holds an invalid schema: {e}",
-                        msg.offset()
-                    )
-                })?;
-                state.apply(record, canon);
-            }
-            Ok(state)
-        })
-        .await?
-    }
-
-    /// Appends a record and waits until Kafka has it (acks=all).
-    pub(crate) async fn append(&self, record: &SchemaRecord) -> anyhow::Result<()> {
-        let key = serde_json::json!({
-            "keytype": "SCHEMA", "subject": record.subject, "version": record.version, "magic": 1
-        })
-        .to_string();
+    /// Appends a record, then waits until the tail has applied it, so that
+    /// the caller reads its own write (and whatever landed before it).
+    pub(crate) async fn append(&self, record: &LogRecord) -> anyhow::Result<()> {
+        let key = record.key();
         let value = serde_json::to_string(record)?;
-        self.producer
+        let offset = self
+            .producer
             .send(
                 FutureRecord::to(&self.topic).key(&key).payload(&value),
                 Duration::from_secs(10),
             )
             .await
-            .map_err(|(e, _)| anyhow::anyhow!("writing to {SCHEMAS_TOPIC}: {e}"))?;
+            .map_err(|(e, _)| anyhow::anyhow!("writing to {}: {e}", self.topic))?
+            .offset;
+        let mut applied = self.applied.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            applied.wait_for(|next| *next > offset),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} record {offset} was written but not read back within 10 s",
+                self.topic
+            )
+        })?
+        .map_err(|_| anyhow::anyhow!("the {} reader stopped", self.topic))?;
         Ok(())
+    }
+}
+
+fn tail(
+    consumer: BaseConsumer,
+    state: Arc<Mutex<State>>,
+    applied: watch::Sender<i64>,
+    stop: Arc<AtomicBool>,
+    topic: String,
+) {
+    // An empty topic is fully applied from the start.
+    applied.send_replace(0);
+    while !stop.load(Ordering::SeqCst) {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "error reading {topic}; retrying");
+                continue;
+            }
+        };
+        if let Some(payload) = msg.payload() {
+            match serde_json::from_slice::<LogRecord>(payload) {
+                Ok(record) => {
+                    if !state.lock().expect("state lock").apply(record) {
+                        tracing::info!(
+                            offset = msg.offset(),
+                            "ignored a conflicting record (another registration won the race)"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(offset = msg.offset(), error = %e, "{topic} holds a record this registry cannot read; skipped")
+                }
+            }
+        }
+        applied.send_replace(msg.offset() + 1);
     }
 }
