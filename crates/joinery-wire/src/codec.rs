@@ -377,6 +377,35 @@ mod tests {
         assert_eq!(view_from_value(value).expect("a view"), view());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let c = Catalog::load();
+            let body = crate::framing::unframe(&bytes).map(|(_, b)| b).unwrap_or(&bytes);
+            for t in EventType::ALL {
+                let schema = c.event_schema(t);
+                if let Ok(v) = decode_value(schema, schema, body) {
+                    let _ = event_from_value(t, v);
+                }
+            }
+            if let Ok(v) = decode_value(c.view_schema(), c.view_schema(), body) {
+                let _ = view_from_value(v);
+            }
+        }
+
+        #[test]
+        fn corrupting_a_valid_record_never_panics(flip in 0usize..200, bit in 0u8..8, cut in 0usize..200) {
+            let c = Catalog::load();
+            let mut bytes = encode_value(c.view_schema(), view_to_value(&view())).expect("encodes");
+            let i = flip % bytes.len();
+            bytes[i] ^= 1 << bit;
+            bytes.truncate(cut.min(bytes.len()));
+            if let Ok(v) = decode_value(c.view_schema(), c.view_schema(), &bytes) {
+                let _ = view_from_value(v);
+            }
+        }
+    }
+
     #[test]
     fn truncated_avro_is_a_named_error() {
         let c = Catalog::load();

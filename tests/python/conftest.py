@@ -1,0 +1,85 @@
+"""Starts Joinery's registry, processor and projections (the real `joinery`
+binary) against the real broker, in a topic namespace of their own, for
+tests that use a third-party client. Nothing here imports Joinery code."""
+
+import hashlib
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+OPERATOR_TOKEN = "python-test-operator-token"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url, proc, log):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{open(log).read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready within 60 s:\n{open(log).read()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    binary = os.environ.get("JOINERY_BIN")
+    if not binary:
+        raise RuntimeError("JOINERY_BIN must name the built joinery binary (deploy/local/test sets it)")
+    brokers = os.environ.get("JOINERY_KAFKA_BROKERS", "127.0.0.1:9092")
+    work = tempfile.mkdtemp(prefix="joinery-pytest-")
+    namespace = f"pytest-{uuid.uuid4().hex}."
+    tokens = os.path.join(work, "tokens")
+    with open(tokens, "w") as f:
+        f.write(f"{hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()} operator\n")
+    ports = {name: free_port() for name in ("registry", "processor", "projections")}
+    env = dict(
+        os.environ,
+        JOINERY_KAFKA_BROKERS=brokers,
+        JOINERY_TOPIC_NAMESPACE=namespace,
+        JOINERY_PARTITIONS="3",
+        JOINERY_REGISTRY_URL=f"http://127.0.0.1:{ports['registry']}",
+        JOINERY_REGISTRY_LISTEN=f"127.0.0.1:{ports['registry']}",
+        JOINERY_PROCESSOR_LISTEN=f"127.0.0.1:{ports['processor']}",
+        JOINERY_PROJECTIONS_LISTEN=f"127.0.0.1:{ports['projections']}",
+        JOINERY_PROCESSOR_DATA_DIR=os.path.join(work, "processor"),
+        JOINERY_PROJECTIONS_DATA_DIR=os.path.join(work, "projections"),
+        JOINERY_PROCESSOR_GROUP=f"{namespace}processor",
+        JOINERY_PROJECTIONS_GROUP=f"{namespace}projections",
+        JOINERY_TOKENS_FILE=tokens,
+    )
+    procs = []
+    try:
+        for name in ("registry", "processor", "projections"):
+            log = os.path.join(work, f"{name}.log")
+            proc = subprocess.Popen([binary, name], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+            procs.append(proc)
+            wait_ready(f"http://127.0.0.1:{ports[name]}", proc, log)
+        yield {
+            "brokers": brokers,
+            "namespace": namespace,
+            "registry": f"http://127.0.0.1:{ports['registry']}",
+            "projections": f"http://127.0.0.1:{ports['projections']}",
+            "operator_token": OPERATOR_TOKEN,
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
