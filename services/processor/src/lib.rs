@@ -90,6 +90,19 @@ impl ProcessorConfig {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::view_version;
+
+    #[test]
+    fn versions_grow_with_the_watermark_then_with_events() {
+        assert!(view_version(1_000, 1) < view_version(1_000, 2));
+        assert!(view_version(1_000, 9) < view_version(1_001, 1));
+        assert_eq!(view_version(-5, 3), view_version(0, 3));
+        assert!(view_version(4_102_444_800_000, 1) > 0, "positive until well past 2100");
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Metrics {
     events: prometheus::IntCounterVec,
@@ -336,6 +349,18 @@ async fn register_with_retry(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A view's version: the watermark it was evaluated at (ms, 42 bits) then
+/// the number of distinct events behind it (21 bits). A visible change needs
+/// a new event or a higher watermark, so versions strictly increase per
+/// citizen; and they depend only on the log, so an instance that rebuilds a
+/// partition from the log (after a crash, a rebalance or a rebuild) produces
+/// the same versions, and projections keep the newest view whoever sent it.
+pub fn view_version(watermark: Millis, distinct_events: usize) -> i64 {
+    let w = watermark.clamp(0, (1 << 42) - 1);
+    let n = (distinct_events as i64).min((1 << 21) - 1);
+    (w << 21) | n
 }
 
 /// What one batch changes, before it is written.
@@ -613,7 +638,12 @@ impl Processor {
                 if !visible_change {
                     continue;
                 }
-                let version = previous.map_or(1, |v| v.version + 1);
+                let version = view_version(wm, record.events.len());
+                if previous.is_some_and(|p| p.version >= version) {
+                    // Cannot happen: a visible change needs a new event or a higher watermark.
+                    tracing::error!(citizen = %citizen, version, "view version did not increase; view not published");
+                    continue;
+                }
                 let view = MissionView {
                     mission: mission.id().into(),
                     citizen_key: citizen.clone(),
