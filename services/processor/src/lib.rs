@@ -99,7 +99,10 @@ mod tests {
         assert!(view_version(1_000, 1) < view_version(1_000, 2));
         assert!(view_version(1_000, 9) < view_version(1_001, 1));
         assert_eq!(view_version(-5, 3), view_version(0, 3));
-        assert!(view_version(4_102_444_800_000, 1) > 0, "positive until well past 2100");
+        assert!(
+            view_version(4_102_444_800_000, 1) > 0,
+            "positive until well past 2100"
+        );
     }
 }
 

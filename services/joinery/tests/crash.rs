@@ -1,0 +1,415 @@
+//! Effectively once, tested by killing: the processor and projections run as
+//! real processes and are SIGKILLed at random moments while a load is being
+//! produced; after the last restart, every citizen's newest view and every
+//! metric must equal a clean evaluation of the same log by the engine.
+
+#![allow(missing_docs)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use apache_avro::types::Value;
+use common::*;
+use joinery_domain::event::DAY_MS;
+use joinery_domain::{EventType, IdentifierKind, MissionView, OutcomeState, Pseudonymiser};
+use joinery_engine::{CitizenEvents, Mission};
+use joinery_wire::catalog::event_subject;
+use joinery_wire::codec::{
+    decode_value, encode_value, event_from_value, record_name, view_from_value,
+};
+use joinery_wire::framing::{frame, unframe};
+use joinery_wire::{Catalog, RegistryClient};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const LATENESS: i64 = 7 * DAY_MS;
+const T0: i64 = 1_735_689_600_000; // 2025-01-01
+
+fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stack.dir.path().join(format!("{name}.log")))?;
+    Ok(Command::new(env!("CARGO_BIN_EXE_joinery"))
+        .arg(name)
+        .env("JOINERY_KAFKA_BROKERS", &stack.kafka.brokers)
+        .env("JOINERY_TOPIC_NAMESPACE", &stack.kafka.namespace)
+        .env("JOINERY_PARTITIONS", stack.kafka.partitions.to_string())
+        .env("JOINERY_REGISTRY_URL", &stack.registry_url)
+        .env("JOINERY_PROCESSOR_LISTEN", listen)
+        .env("JOINERY_PROJECTIONS_LISTEN", listen)
+        .env(
+            "JOINERY_PROCESSOR_DATA_DIR",
+            stack.dir.path().join("proc-data"),
+        )
+        .env(
+            "JOINERY_PROJECTIONS_DATA_DIR",
+            stack.dir.path().join("proj-data"),
+        )
+        .env(
+            "JOINERY_PROCESSOR_GROUP",
+            format!("{}crash-processor", stack.kafka.namespace),
+        )
+        .env(
+            "JOINERY_PROJECTIONS_GROUP",
+            format!("{}crash-projections", stack.kafka.namespace),
+        )
+        .env("JOINERY_TOKENS_FILE", &stack.tokens)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+fn sigkill(child: &mut Child) -> Result<()> {
+    child.kill().context("SIGKILL")?; // Child::kill sends SIGKILL on Unix.
+    child.wait()?;
+    Ok(())
+}
+
+struct Load {
+    /// (department topic suffix, citizen key, Avro value) in production order.
+    records: Vec<(EventType, String, Value)>,
+}
+
+fn ts(day: i64) -> Value {
+    Value::TimestampMillis(T0 + day * DAY_MS)
+}
+
+fn envelope(t: EventType, id: u128, key: &str, day: i64) -> Vec<(String, Value)> {
+    vec![
+        ("event_id".into(), Value::Uuid(uuid::Uuid::from_u128(id))),
+        ("occurred_at".into(), ts(day)),
+        ("recorded_at".into(), ts(day + 3)),
+        (
+            "department".into(),
+            Value::String(t.department().code().into()),
+        ),
+        ("citizen_key".into(), Value::String(key.into())),
+        (
+            "area_code".into(),
+            Value::Union(
+                1,
+                Box::new(Value::String(
+                    ["E08000025", "W06000015", "S12000049"][(id % 3) as usize].into(),
+                )),
+            ),
+        ),
+        (
+            "birth_year_month".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
+    ]
+}
+
+/// Seeded journeys: leavers over two years, most finding work, some losing
+/// it early, some events reported late, a few sent twice.
+fn load(citizens: u64, seed: u64) -> Result<Load> {
+    let p = Pseudonymiser::new(PSEUDONYM_KEY.to_vec())?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut records = Vec::new();
+    let mut id = 0u128;
+    for n in 0..citizens {
+        let key = p
+            .citizen_key(IdentifierKind::Nino, &format!("JY{:06}A", n))?
+            .to_string();
+        let exit = rng.random_range(0..700);
+        id += 1;
+        let mut e = envelope(EventType::EducationExited, id, &key, exit);
+        e.push(("provider_urn".into(), Value::String("100001".into())));
+        e.push(("level".into(), Value::Enum(3, "LEVEL_3".into())));
+        e.push(("reason".into(), Value::Enum(0, "COMPLETED".into())));
+        records.push((EventType::EducationExited, key.clone(), Value::Record(e)));
+        if rng.random_bool(0.05) {
+            let dup = records.last().cloned().context("just pushed")?;
+            records.push(dup);
+        }
+        if rng.random_bool(0.7) {
+            let start = exit + rng.random_range(0..240);
+            let emp = format!("E{n}");
+            id += 1;
+            let mut s = envelope(EventType::EmploymentStarted, id, &key, start);
+            s.push(("employment_id".into(), Value::String(emp.clone())));
+            s.push(("weekly_hours_band".into(), Value::Enum(2, "FROM_30".into())));
+            records.push((EventType::EmploymentStarted, key.clone(), Value::Record(s)));
+            if rng.random_bool(0.4) {
+                id += 1;
+                let mut x = envelope(
+                    EventType::EmploymentEnded,
+                    id,
+                    &key,
+                    start + rng.random_range(5..200),
+                );
+                x.push(("employment_id".into(), Value::String(emp)));
+                records.push((EventType::EmploymentEnded, key.clone(), Value::Record(x)));
+            }
+        }
+    }
+    // Departments report in roughly event-time order, with some lateness.
+    records.sort_by_key(|(_, _, v)| match v {
+        Value::Record(f) => match &f[1].1 {
+            Value::TimestampMillis(t) => *t,
+            _ => 0,
+        },
+        _ => 0,
+    });
+    for i in (1..records.len()).step_by(17) {
+        records.swap(i - 1, i);
+    }
+    Ok(Load { records })
+}
+
+async fn produce(
+    stack: &Stack,
+    producer: &FutureProducer,
+    ids: &HashMap<EventType, u32>,
+    catalog: &Catalog,
+    chunk: &[(EventType, String, Value)],
+) -> Result<()> {
+    let mut pending = Vec::new();
+    for (t, key, value) in chunk {
+        let payload = frame(
+            ids[t],
+            &encode_value(catalog.event_schema(*t), value.clone())?,
+        );
+        let topic = stack.kafka.topic(&t.department().topic());
+        let p = producer.clone();
+        let key = key.clone();
+        pending.push(async move {
+            p.send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+        });
+    }
+    for r in futures::future::join_all(pending).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Every record of a topic with its partition.
+fn read_with_partitions(stack: &Stack, topic: &str) -> Result<Vec<(i32, Vec<u8>, Vec<u8>, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = stack
+        .kafka
+        .consumer(
+            "crash-reader",
+            &format!("{}reader-{}", stack.kafka.namespace, uuid::Uuid::new_v4()),
+        )
+        .create()?;
+    let mut out = Vec::new();
+    for p in 0..stack.kafka.partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high <= low {
+            continue;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        consumer.assign(&tpl)?;
+        let mut next = low;
+        while next < high {
+            let m = consumer
+                .poll(Duration::from_secs(10))
+                .context("timed out reading")??;
+            next = m.offset() + 1;
+            let ts = m.timestamp().to_millis().unwrap_or(0);
+            out.push((
+                m.partition(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+                ts,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The clean evaluation: every department record read back from Kafka,
+/// joined per citizen, evaluated by the engine at each partition's final
+/// watermark.
+async fn clean_replay(
+    stack: &Stack,
+    registry: &RegistryClient,
+    catalog: &Catalog,
+) -> Result<BTreeMap<String, (bool, Vec<OutcomeState>)>> {
+    let mut citizens: HashMap<(i32, String), CitizenEvents> = HashMap::new();
+    let mut max_time: HashMap<i32, i64> = HashMap::new();
+    for d in joinery_domain::Department::ALL {
+        for (p, key, payload, _) in read_with_partitions(stack, &stack.kafka.topic(&d.topic()))? {
+            let (id, body) = unframe(&payload)?;
+            let writer = registry.schema(id).await?;
+            let t = EventType::from_avro_full_name(&record_name(&writer).unwrap_or_default())
+                .context("event type")?;
+            let event = event_from_value(t, decode_value(&writer, catalog.event_schema(t), body)?)?;
+            let m = max_time.entry(p).or_insert(i64::MIN);
+            *m = (*m).max(event.occurred_at);
+            citizens
+                .entry((p, String::from_utf8(key)?))
+                .or_default()
+                .insert(event);
+        }
+    }
+    let mission = joinery_engine::opportunity::Opportunity;
+    Ok(citizens
+        .into_iter()
+        .map(|((p, key), events)| {
+            let e = mission.evaluate(&events, max_time[&p] - LATENESS);
+            (
+                key,
+                (e.in_cohort, e.outcomes.iter().map(|o| o.status).collect()),
+            )
+        })
+        .collect())
+}
+
+async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = Result<bool>>>(
+    what: &str,
+    secs: u64,
+    f: F,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await.unwrap_or(false) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bail!("timed out after {secs} s waiting for {what}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Result<()> {
+    let mut stack = Stack::start("crash").await?;
+    // This test runs its own processor and projections as processes.
+    for s in [stack.projections.take(), stack.processor.take()]
+        .into_iter()
+        .flatten()
+    {
+        s.stop().await?;
+    }
+    let registry = RegistryClient::new(&stack.registry_url);
+    let catalog = Catalog::load();
+    let mut ids = HashMap::new();
+    for t in EventType::ALL {
+        let subject = event_subject(&stack.kafka.topic(&t.department().topic()), t);
+        ids.insert(
+            t,
+            registry
+                .register(&subject, catalog.event_schema_text(t))
+                .await?,
+        );
+    }
+    let producer: FutureProducer = stack.kafka.producer("crash-load").create()?;
+    let load = load(1500, 7)?;
+    let proc_addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    );
+    let proj_addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    );
+    stack.projections_url = format!("http://{proj_addr}");
+    let mut processor = spawn_service(&stack, "processor", &proc_addr)?;
+    let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
+
+    let mut rng = StdRng::seed_from_u64(99);
+    let chunks: Vec<_> = load.records.chunks(load.records.len() / 6 + 1).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        produce(&stack, &producer, &ids, &catalog, chunk).await?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
+        if i % 2 == 0 {
+            sigkill(&mut processor)?;
+            processor = spawn_service(&stack, "processor", &proc_addr)?;
+        } else {
+            sigkill(&mut projections)?;
+            projections = spawn_service(&stack, "projections", &proj_addr)?;
+        }
+    }
+    // One more kill of each while they catch up.
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+    sigkill(&mut processor)?;
+    sigkill(&mut projections)?;
+    processor = spawn_service(&stack, "processor", &proc_addr)?;
+    projections = spawn_service(&stack, "projections", &proj_addr)?;
+
+    let expected = clean_replay(&stack, &registry, &catalog).await?;
+    let in_cohort = expected.values().filter(|(c, _)| *c).count() as i64;
+    let count = |s: OutcomeState| {
+        expected
+            .values()
+            .filter(|(c, o)| *c && o.first() == Some(&s))
+            .count() as i64
+    };
+    let (achieved, not_achieved, pending) = (
+        count(OutcomeState::Achieved),
+        count(OutcomeState::NotAchieved),
+        count(OutcomeState::Pending),
+    );
+    assert!(
+        achieved > 100 && not_achieved > 100,
+        "the load exercises both outcomes: {achieved} {not_achieved}"
+    );
+
+    let s = &stack;
+    wait_until("the metrics to equal the clean replay", 120, || async move {
+        let (_, m) = s.metrics(OPERATOR_TOKEN, "").await?;
+        let o = &m["total"]["outcomes"]["sustained_employment_180d"];
+        Ok(m["total"]["cohort"]["value"] == in_cohort
+            && o["achieved"]["value"] == achieved
+            && o["not_achieved"]["value"] == not_achieved
+            && o["pending"]["value"] == pending)
+    })
+    .await
+    .with_context(|| format!("expected cohort {in_cohort}, achieved {achieved}, not achieved {not_achieved}, pending {pending}; logs in {}", stack.dir.path().display()))?;
+
+    // Every citizen's newest view equals the clean evaluation.
+    let mut newest: HashMap<String, MissionView> = HashMap::new();
+    for (_, key, payload, _) in
+        read_with_partitions(&stack, &stack.kafka.topic("joinery.views.opportunity"))?
+    {
+        let (id, body) = unframe(&payload)?;
+        let writer = registry.schema(id).await?;
+        let view = view_from_value(decode_value(&writer, catalog.view_schema(), body)?)?;
+        let key = String::from_utf8(key)?;
+        if newest.get(&key).is_none_or(|v| v.version < view.version) {
+            newest.insert(key, view);
+        }
+    }
+    let mut mismatches = Vec::new();
+    for (key, (cohort, statuses)) in &expected {
+        let got = newest.get(key).map(|v| {
+            (
+                v.in_cohort,
+                v.outcomes.iter().map(|o| o.status).collect::<Vec<_>>(),
+            )
+        });
+        let want = (*cohort, statuses.clone());
+        if *cohort && got.as_ref() != Some(&want) {
+            mismatches.push(format!("{key}: expected {want:?}, got {got:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} citizens differ from the clean replay, e.g. {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+
+    sigkill(&mut processor)?;
+    sigkill(&mut projections)?;
+    stack.shutdown().await
+}
