@@ -195,8 +195,11 @@ async fn produce(
     Ok(())
 }
 
+/// A record read back: partition, key, value, timestamp.
+type Located = (i32, Vec<u8>, Vec<u8>, i64);
+
 /// Every record of a topic with its partition.
-fn read_with_partitions(stack: &Stack, topic: &str) -> Result<Vec<(i32, Vec<u8>, Vec<u8>, i64)>> {
+fn read_with_partitions(stack: &Stack, topic: &str) -> Result<Vec<Located>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let consumer: BaseConsumer = stack
