@@ -63,6 +63,7 @@ def stack():
         JOINERY_PROCESSOR_GROUP=f"{namespace}processor",
         JOINERY_PROJECTIONS_GROUP=f"{namespace}projections",
         JOINERY_TOKENS_FILE=tokens,
+        JOINERY_MISSIONS_DIR=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "missions"),
     )
     procs = []
     try:

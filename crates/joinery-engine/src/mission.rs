@@ -25,14 +25,9 @@ pub struct Evaluation {
 /// A mission: a cohort and its outcomes, evaluated per citizen.
 pub trait Mission: std::fmt::Debug + Send + Sync {
     /// The mission id, as in `joinery.views.<id>` and the API.
-    fn id(&self) -> &'static str;
+    fn id(&self) -> &str;
 
     /// Evaluates the mission over one citizen's events at `watermark`.
     /// Must be deterministic: same events and watermark, same evaluation.
     fn evaluate(&self, events: &CitizenEvents, watermark: Millis) -> Evaluation;
-}
-
-/// The missions compiled into this build.
-pub fn builtin_missions() -> Vec<Box<dyn Mission>> {
-    vec![Box::new(crate::opportunity::Opportunity)]
 }

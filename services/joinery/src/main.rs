@@ -132,6 +132,9 @@ enum Command {
         /// Allowed lateness of events, in days.
         #[arg(long, env = "JOINERY_ALLOWED_LATENESS_DAYS", default_value_t = 7)]
         allowed_lateness_days: i64,
+        /// Directory of the mission definitions.
+        #[arg(long, env = "JOINERY_MISSIONS_DIR", default_value = "missions")]
+        missions_dir: PathBuf,
     },
     /// Projections, metrics API and mission board (default :8088).
     Projections {
@@ -171,6 +174,9 @@ enum Command {
         /// Other counts are rounded to a multiple of this for board readers.
         #[arg(long, env = "JOINERY_SDC_ROUNDING", default_value_t = 5)]
         sdc_rounding: i64,
+        /// Directory of the mission definitions.
+        #[arg(long, env = "JOINERY_MISSIONS_DIR", default_value = "missions")]
+        missions_dir: PathBuf,
     },
     /// Synthetic department feeds: citizens leaving education, some finding work.
     Demo(demo::DemoArgs),
@@ -233,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Processor {
             common,
+            missions_dir,
             listen,
             data_dir,
             group,
@@ -246,10 +253,12 @@ async fn main() -> anyhow::Result<()> {
             config.listen = listen;
             config.group = group;
             config.allowed_lateness = allowed_lateness_days * DAY_MS;
+            config.missions_dir = missions_dir;
             run_until_signal(|c| joinery_processor::run(config, c)).await
         }
         Command::Projections {
             common,
+            missions_dir,
             listen,
             data_dir,
             group,
@@ -268,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
                     threshold: sdc_threshold,
                     rounding: sdc_rounding,
                 },
+                missions_dir,
             };
             run_until_signal(|c| joinery_projections::run(config, c)).await
         }

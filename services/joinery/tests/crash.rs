@@ -60,6 +60,7 @@ fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
             format!("{}crash-projections", stack.kafka.namespace),
         )
         .env("JOINERY_TOKENS_FILE", &stack.tokens)
+        .env("JOINERY_MISSIONS_DIR", missions_dir())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)
@@ -102,7 +103,10 @@ fn envelope(t: EventType, id: u128, key: &str, day: i64) -> Vec<(String, Value)>
         ),
         (
             "birth_year_month".into(),
-            Value::Union(0, Box::new(Value::Null)),
+            Value::Union(
+                1,
+                Box::new(Value::String(format!("200{}-0{}", 1 + id % 8, 1 + id % 9))),
+            ),
         ),
     ]
 }
@@ -261,7 +265,11 @@ async fn clean_replay(
                 .insert(event);
         }
     }
-    let mission = joinery_engine::opportunity::Opportunity;
+    let missions = joinery_engine::load_missions(&missions_dir())?;
+    let mission = missions
+        .iter()
+        .find(|m| m.id == "opportunity")
+        .context("opportunity mission")?;
     Ok(citizens
         .into_iter()
         .map(|((p, key), events)| {

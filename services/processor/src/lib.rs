@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use joinery_domain::event::DAY_MS;
 use joinery_domain::{CitizenKey, Department, EventType, Millis, MissionView};
-use joinery_engine::{builtin_missions, Mission};
+use joinery_engine::{load_missions, Mission, MissionDef};
 use joinery_runtime::http::{bind, ops_router};
 use joinery_runtime::kafka::{
     ensure_topics, KafkaSettings, RebalanceEvent, StoredOffsetsContext, TopicSpec,
@@ -73,6 +73,8 @@ pub struct ProcessorConfig {
     pub allowed_lateness: Millis,
     /// Most records per batch (one RocksDB write, one produce round).
     pub max_batch: usize,
+    /// Directory of the mission definitions (`capabilities.toml` and one file per mission).
+    pub missions_dir: PathBuf,
 }
 
 impl ProcessorConfig {
@@ -86,6 +88,7 @@ impl ProcessorConfig {
             group: "joinery-processor".into(),
             allowed_lateness: 7 * DAY_MS,
             max_batch: 1000,
+            missions_dir: PathBuf::from("missions"),
         }
     }
 }
@@ -215,7 +218,7 @@ struct Processor {
     config: ProcessorConfig,
     catalog: Catalog,
     registry: RegistryClient,
-    missions: Vec<Box<dyn Mission>>,
+    missions: Vec<MissionDef>,
     view_schema_id: u32,
     store: Arc<Store>,
     consumer: StreamConsumer<StoredOffsetsContext>,
@@ -226,7 +229,7 @@ struct Processor {
 
 /// The topics the processor needs: department topics, one view topic per
 /// mission (compacted, same partition count) and the dead-letter topic.
-pub fn processor_topics(kafka: &KafkaSettings, missions: &[Box<dyn Mission>]) -> Vec<TopicSpec> {
+pub fn processor_topics(kafka: &KafkaSettings, missions: &[MissionDef]) -> Vec<TopicSpec> {
     let mut t: Vec<TopicSpec> = Department::ALL
         .into_iter()
         .map(|d| TopicSpec {
@@ -253,7 +256,8 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     let telemetry = Telemetry::new("processor");
     let health = Health::default();
     let listener = bind(config.listen).await?;
-    let missions = builtin_missions();
+    let missions = load_missions(&config.missions_dir)?;
+    tracing::info!(missions = ?missions.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), "loaded mission definitions");
     ensure_topics(&config.kafka, &processor_topics(&config.kafka, &missions)).await?;
     let catalog = Catalog::load();
     let registry = RegistryClient::new(&config.registry_url);

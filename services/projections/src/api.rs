@@ -87,8 +87,12 @@ fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
 }
 
 fn headline(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) -> Value {
+    let def = s.defs.iter().find(|d| d.id == id);
     json!({
         "mission": id,
+        "title": def.map(|d| d.title.as_str()),
+        "doc": def.map(|d| d.doc.as_str()),
+        "outcome_definitions": def.map(|d| d.outcomes.iter().map(|o| json!({"id": o.id, "doc": o.doc})).collect::<Vec<_>>()),
         "exact": exact,
         "disclosure": if exact { Value::Null } else { json!({"rule": "counts under threshold suppressed, others rounded", "threshold": s.disclosure.threshold, "rounding": s.disclosure.rounding}) },
         "watermark": iso(m.watermark),
@@ -108,7 +112,7 @@ async fn list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         .missions
         .iter()
         .filter(|m| p.may_read(m))
-        .map(|m| headline(&s, m, &metrics[*m], exact))
+        .map(|m| headline(&s, m, &metrics[m], exact))
         .collect();
     Json(json!({ "missions": missions })).into_response()
 }
@@ -195,10 +199,12 @@ async fn board(State(s): State<Arc<Shared>>) -> Html<String> {
          <h1>Joinery mission board</h1><p>Figures follow the 10-5 disclosure rule: counts under 10 are shown as [c], others are rounded to the nearest 5.</p>",
     );
     for id in &s.missions {
-        let m = &metrics[*id];
+        let m = &metrics[id];
         let h = headline(&s, id, m, false);
         html.push_str(&format!(
-            "<h2 id=\"{id}\">Mission: {id}</h2><p>Figures correct to event time <strong data-field=\"watermark\">{}</strong>; last updated <strong data-field=\"updated_at\">{}</strong>.</p>",
+            "<h2 id=\"{id}\">{}</h2><p>{}</p><p>Figures correct to event time <strong data-field=\"watermark\">{}</strong>; last updated <strong data-field=\"updated_at\">{}</strong>.</p>",
+            esc(h["title"].as_str().unwrap_or(id)),
+            esc(h["doc"].as_str().unwrap_or("")),
             esc(h["watermark"].as_str().unwrap_or("no data yet")),
             esc(h["updated_at"].as_str().unwrap_or("never"))
         ));

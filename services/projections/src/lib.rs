@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use joinery_engine::builtin_missions;
+use joinery_engine::{load_missions, MissionDef};
 use joinery_runtime::auth::TokenStore;
 use joinery_runtime::http::{bind, ops_router};
 use joinery_runtime::kafka::{KafkaSettings, RebalanceEvent, StoredOffsetsContext};
@@ -57,6 +57,8 @@ pub struct ProjectionsConfig {
     pub tokens: PathBuf,
     /// Disclosure control for board readers.
     pub disclosure: Disclosure,
+    /// Directory of the mission definitions.
+    pub missions_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +104,8 @@ impl Metrics {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) metrics: RwLock<HashMap<String, MissionMetrics>>,
-    pub(crate) missions: Vec<&'static str>,
+    pub(crate) missions: Vec<String>,
+    pub(crate) defs: Vec<MissionDef>,
     pub(crate) tokens: TokenStore,
     pub(crate) disclosure: Disclosure,
 }
@@ -120,7 +123,8 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     let listener = bind(config.listen).await?;
     let tokens = TokenStore::load(&config.tokens)?;
     tokens.spawn_reloader(Duration::from_secs(2));
-    let missions: Vec<&'static str> = builtin_missions().iter().map(|m| m.id()).collect();
+    let defs = load_missions(&config.missions_dir)?;
+    let missions: Vec<String> = defs.iter().map(|m| m.id.clone()).collect();
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.data_dir, &StoreOptions::default())?);
     let metrics = Metrics::new(&telemetry);
@@ -136,6 +140,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     let shared = Arc::new(Shared {
         metrics: RwLock::new(restored),
         missions: missions.clone(),
+        defs,
         tokens,
         disclosure: config.disclosure,
     });

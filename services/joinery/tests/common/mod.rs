@@ -31,6 +31,11 @@ pub fn brokers() -> String {
     std::env::var("JOINERY_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The repository's mission definitions.
+pub fn missions_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../missions")
+}
+
 fn free_port() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -149,6 +154,7 @@ impl Stack {
         );
         config.listen = self.processor_addr;
         config.group = format!("{}processor", self.kafka.namespace);
+        config.missions_dir = missions_dir();
         self.processor = Some(spawn(|c| joinery_processor::run(config, c)));
         self.wait_ready(&self.processor_url.clone()).await
     }
@@ -162,6 +168,7 @@ impl Stack {
             group: format!("{}projections", self.kafka.namespace),
             tokens: self.tokens.clone(),
             disclosure: Default::default(),
+            missions_dir: missions_dir(),
         };
         self.projections = Some(spawn(|c| joinery_projections::run(config, c)));
         self.wait_ready(&self.projections_url.clone()).await

@@ -1,0 +1,468 @@
+//! Mission definitions, not code: capabilities and missions are read from
+//! TOML files (`missions/` in the repository; `missions/README.md` is the
+//! reference), checked against the event schemas' names and each other, and
+//! compiled into [`MissionDef`]s the engine evaluates. An invalid definition
+//! is refused at load with the file, line and reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use joinery_domain::{EventType, FieldValue};
+use serde::Deserialize;
+
+/// Why the definitions could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    /// A file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML or does not have the expected shape.
+    #[error("{path}:{line}: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The shape is right but the content is not (an unknown capability, event type, ...).
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// An event filter: `event = "dfe.EducationExited"` plus `where` conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    /// The event type.
+    pub event: EventType,
+    /// Field values that must match exactly.
+    pub conditions: BTreeMap<String, FieldValue>,
+}
+
+/// A named per-citizen fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capability {
+    /// The event time of the first matching event.
+    First(EventFilter),
+    /// The event time of the last matching event.
+    Last(EventFilter),
+    /// Intervals from a start event to the matching end event (same value of
+    /// `match_on`), open while no end has arrived.
+    Interval {
+        /// What opens an interval.
+        start: EventFilter,
+        /// What closes it.
+        end: EventFilter,
+        /// The field pairing a start with its end.
+        match_on: String,
+    },
+}
+
+/// Who counts in a mission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cohort {
+    /// The capability whose time anchors every outcome window; citizens
+    /// without it are not in the cohort.
+    pub anchor: String,
+    /// Age range (whole years at the anchor, from the birth month), if any.
+    pub age: Option<(i64, i64)>,
+    /// Interval capabilities that must be open at the anchor time.
+    pub active_at_anchor: Vec<String>,
+}
+
+/// An outcome: a condition that must hold within a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Outcome id within the mission.
+    pub id: String,
+    /// Plain-language description.
+    pub doc: String,
+    /// The window starts at this capability's time (default: the cohort anchor).
+    /// Citizens without it are not counted for this outcome.
+    pub from: Option<String>,
+    /// The capability that must occur (or, for intervals, start) in the window.
+    pub condition: String,
+    /// Window length in days.
+    pub within_days: i64,
+    /// For interval conditions: how long it must last.
+    pub sustained_days: Option<i64>,
+}
+
+/// A mission, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissionDef {
+    /// Mission id.
+    pub id: String,
+    /// Title for the board.
+    pub title: String,
+    /// Plain-language description.
+    pub doc: String,
+    /// Who counts.
+    pub cohort: Cohort,
+    /// The outcomes.
+    pub outcomes: Vec<Outcome>,
+    /// The capabilities it uses, by name.
+    pub capabilities: BTreeMap<String, Capability>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapabilitiesFile {
+    capability: BTreeMap<String, RawCapability>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawValue {
+    Bool(bool),
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapability {
+    #[allow(dead_code)]
+    doc: String,
+    kind: String,
+    event: Option<String>,
+    #[serde(rename = "where", default)]
+    where_: BTreeMap<String, RawValue>,
+    start: Option<String>,
+    #[serde(default)]
+    start_where: BTreeMap<String, RawValue>,
+    end: Option<String>,
+    #[serde(default)]
+    end_where: BTreeMap<String, RawValue>,
+    match_on: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MissionFile {
+    id: String,
+    title: String,
+    doc: String,
+    cohort: RawCohort,
+    #[serde(default)]
+    outcome: Vec<RawOutcome>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCohort {
+    #[allow(dead_code)]
+    doc: String,
+    anchor: String,
+    age: Option<RawAge>,
+    #[serde(default)]
+    active_at_anchor: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAge {
+    min: i64,
+    max: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutcome {
+    id: String,
+    doc: String,
+    from: Option<String>,
+    condition: String,
+    within_days: i64,
+    sustained_days: Option<i64>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, DefinitionError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
+        DefinitionError::Syntax {
+            path: path.to_owned(),
+            line,
+            reason: e.message().to_owned(),
+        }
+    })
+}
+
+fn filter(
+    path: &Path,
+    name: &str,
+    event: Option<&str>,
+    conditions: BTreeMap<String, RawValue>,
+) -> Result<EventFilter, DefinitionError> {
+    let invalid = |reason: String| DefinitionError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let event = event.ok_or_else(|| invalid(format!("capability `{name}` needs an event type")))?;
+    let event: EventType =
+        event
+            .parse()
+            .map_err(|e: joinery_domain::department::UnknownEventType| {
+                invalid(format!("capability `{name}`: {e}"))
+            })?;
+    Ok(EventFilter {
+        event,
+        conditions: conditions
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    RawValue::Bool(b) => FieldValue::Bool(b),
+                    RawValue::Int(i) => FieldValue::Int(i),
+                    RawValue::Text(s) => FieldValue::Text(s),
+                };
+                (k, v)
+            })
+            .collect(),
+    })
+}
+
+/// Parses a capabilities file.
+pub fn parse_capabilities(
+    path: &Path,
+    text: &str,
+) -> Result<BTreeMap<String, Capability>, DefinitionError> {
+    let file: CapabilitiesFile = parse(path, text)?;
+    let mut out = BTreeMap::new();
+    for (name, c) in file.capability {
+        let invalid = |reason: String| DefinitionError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let cap = match c.kind.as_str() {
+            "first" => Capability::First(filter(path, &name, c.event.as_deref(), c.where_)?),
+            "last" => Capability::Last(filter(path, &name, c.event.as_deref(), c.where_)?),
+            "interval" => Capability::Interval {
+                start: filter(path, &name, c.start.as_deref(), c.start_where)?,
+                end: filter(path, &name, c.end.as_deref(), c.end_where)?,
+                match_on: c
+                    .match_on
+                    .ok_or_else(|| invalid(format!("interval capability `{name}` needs `match_on`, the field pairing a start with its end")))?,
+            },
+            other => return Err(invalid(format!("capability `{name}` has kind `{other}`; expected first, last or interval"))),
+        };
+        out.insert(name, cap);
+    }
+    Ok(out)
+}
+
+/// Parses one mission file against the shared capabilities.
+pub fn parse_mission(
+    path: &Path,
+    text: &str,
+    capabilities: &BTreeMap<String, Capability>,
+) -> Result<MissionDef, DefinitionError> {
+    let m: MissionFile = parse(path, text)?;
+    let invalid = |reason: String| DefinitionError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let known = |name: &str, what: &str| -> Result<(String, Capability), DefinitionError> {
+        capabilities
+            .get(name)
+            .map(|c| (name.to_owned(), c.clone()))
+            .ok_or_else(|| {
+                invalid(format!(
+                "{what} names capability `{name}`, which is not defined; defined capabilities: {}",
+                capabilities.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+            })
+    };
+    if m.id.is_empty()
+        || !m
+            .id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(invalid(format!(
+            "mission id `{}` must be lowercase letters, digits and underscores",
+            m.id
+        )));
+    }
+    let mut used = BTreeMap::new();
+    let (n, c) = known(&m.cohort.anchor, "cohort.anchor")?;
+    if matches!(c, Capability::Interval { .. }) {
+        return Err(invalid(format!(
+            "cohort.anchor `{n}` is an interval; an anchor must be a first or last occurrence"
+        )));
+    }
+    used.insert(n, c);
+    for a in &m.cohort.active_at_anchor {
+        let (n, c) = known(a, "cohort.active_at_anchor")?;
+        if !matches!(c, Capability::Interval { .. }) {
+            return Err(invalid(format!(
+                "cohort.active_at_anchor `{n}` must be an interval capability"
+            )));
+        }
+        used.insert(n, c);
+    }
+    if let Some(age) = &m.cohort.age {
+        if age.min > age.max || age.min < 0 {
+            return Err(invalid(format!(
+                "cohort.age: min {} and max {} do not make a range",
+                age.min, age.max
+            )));
+        }
+    }
+    let mut outcomes = Vec::new();
+    for o in m.outcome {
+        let (n, c) = known(&o.condition, &format!("outcome `{}` condition", o.id))?;
+        if o.sustained_days.is_some() && !matches!(c, Capability::Interval { .. }) {
+            return Err(invalid(format!(
+                "outcome `{}`: sustained_days needs an interval condition, and `{n}` is not one",
+                o.id
+            )));
+        }
+        if o.within_days < 0 || o.sustained_days.is_some_and(|d| d < 0) {
+            return Err(invalid(format!(
+                "outcome `{}`: day counts must not be negative",
+                o.id
+            )));
+        }
+        used.insert(n, c);
+        if let Some(f) = &o.from {
+            let (n, c) = known(f, &format!("outcome `{}` from", o.id))?;
+            if matches!(c, Capability::Interval { .. }) {
+                return Err(invalid(format!(
+                    "outcome `{}`: `from` must be a first or last occurrence",
+                    o.id
+                )));
+            }
+            used.insert(n, c);
+        }
+        if outcomes.iter().any(|x: &Outcome| x.id == o.id) {
+            return Err(invalid(format!("outcome `{}` is defined twice", o.id)));
+        }
+        outcomes.push(Outcome {
+            id: o.id,
+            doc: o.doc,
+            from: o.from,
+            condition: o.condition,
+            within_days: o.within_days,
+            sustained_days: o.sustained_days,
+        });
+    }
+    if outcomes.is_empty() {
+        return Err(invalid("a mission needs at least one [[outcome]]".into()));
+    }
+    Ok(MissionDef {
+        id: m.id,
+        title: m.title,
+        doc: m.doc,
+        cohort: Cohort {
+            anchor: m.cohort.anchor,
+            age: m.cohort.age.map(|a| (a.min, a.max)),
+            active_at_anchor: m.cohort.active_at_anchor,
+        },
+        outcomes,
+        capabilities: used,
+    })
+}
+
+/// Loads `capabilities.toml` and every other `*.toml` in `dir` as a mission,
+/// in file-name order.
+pub fn load_dir(dir: &Path) -> Result<Vec<MissionDef>, DefinitionError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| DefinitionError::Io {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let cap_path = dir.join("capabilities.toml");
+    let capabilities = parse_capabilities(&cap_path, &read(&cap_path)?)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| DefinitionError::Io {
+            path: dir.to_owned(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && p.file_name().is_some_and(|n| n != "capabilities.toml")
+        })
+        .collect();
+    files.sort();
+    let mut missions: Vec<MissionDef> = Vec::new();
+    for f in files {
+        let m = parse_mission(&f, &read(&f)?, &capabilities)?;
+        if missions.iter().any(|x| x.id == m.id) {
+            return Err(DefinitionError::Invalid {
+                path: f,
+                reason: format!("mission id `{}` is already defined by another file", m.id),
+            });
+        }
+        missions.push(m);
+    }
+    Ok(missions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPS: &str =
+        "[capability.left]\ndoc = \"x\"\nkind = \"first\"\nevent = \"dfe.EducationExited\"\n";
+
+    fn caps() -> BTreeMap<String, Capability> {
+        parse_capabilities(Path::new("capabilities.toml"), CAPS).expect("valid")
+    }
+
+    #[test]
+    fn the_repository_missions_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions");
+        let ids: Vec<String> = load_dir(&dir)
+            .expect("load")
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["health_and_work", "opportunity", "safer_streets"]);
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_and_line() {
+        let text = "id = \"m\"\ntitle = \"t\"\ndoc = \"d\"\n[cohort]\ndoc = \"c\"\nanchor = \"left\"\nfavourite_colour = \"blue\"\n";
+        let err = parse_mission(Path::new("m.toml"), text, &caps()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("m.toml:7:"), "{msg}");
+        assert!(msg.contains("favourite_colour"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_capabilities_and_event_types_are_refused_with_the_reason() {
+        let text = "id = \"m\"\ntitle = \"t\"\ndoc = \"d\"\n[cohort]\ndoc = \"c\"\nanchor = \"left\"\n[[outcome]]\nid = \"o\"\ndoc = \"d\"\ncondition = \"in_work\"\nwithin_days = 3\n";
+        let msg = parse_mission(Path::new("m.toml"), text, &caps())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`in_work`") && msg.contains("left"), "{msg}");
+        let bad = "[capability.x]\ndoc = \"x\"\nkind = \"first\"\nevent = \"dfe.Graduated\"\n";
+        let msg = parse_capabilities(Path::new("c.toml"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("dfe.Graduated"), "{msg}");
+        let bad =
+            "[capability.x]\ndoc = \"x\"\nkind = \"sometimes\"\nevent = \"dfe.EducationExited\"\n";
+        assert!(parse_capabilities(Path::new("c.toml"), bad)
+            .unwrap_err()
+            .to_string()
+            .contains("sometimes"));
+    }
+}
