@@ -31,10 +31,15 @@ const LATENESS: i64 = 7 * DAY_MS;
 const T0: i64 = 1_735_689_600_000; // 2025-01-01
 
 fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
+    spawn_instance(stack, name, listen, name)
+}
+
+/// Starts a service process; `instance` names its data directory and log.
+fn spawn_instance(stack: &Stack, name: &str, listen: &str, instance: &str) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(stack.dir.path().join(format!("{name}.log")))?;
+        .open(stack.dir.path().join(format!("{instance}.log")))?;
     Ok(Command::new(env!("CARGO_BIN_EXE_joinery"))
         .arg(name)
         .env("JOINERY_KAFKA_BROKERS", &stack.kafka.brokers)
@@ -45,7 +50,7 @@ fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
         .env("JOINERY_PROJECTIONS_LISTEN", listen)
         .env(
             "JOINERY_PROCESSOR_DATA_DIR",
-            stack.dir.path().join("proc-data"),
+            stack.dir.path().join(format!("{instance}-data")),
         )
         .env(
             "JOINERY_PROJECTIONS_DATA_DIR",
@@ -297,6 +302,79 @@ async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = Result<boo
     bail!("timed out after {secs} s waiting for {what}")
 }
 
+/// Waits until the operator's metrics equal a clean evaluation of the log,
+/// then checks every citizen's newest view against it too.
+async fn assert_equals_clean_replay(
+    stack: &Stack,
+    registry: &RegistryClient,
+    catalog: &Catalog,
+) -> Result<()> {
+    let expected = clean_replay(stack, &registry, &catalog).await?;
+    let in_cohort = expected.values().filter(|(c, _)| *c).count() as i64;
+    let count = |s: OutcomeState| {
+        expected
+            .values()
+            .filter(|(c, o)| *c && o.first() == Some(&s))
+            .count() as i64
+    };
+    let (achieved, not_achieved, pending) = (
+        count(OutcomeState::Achieved),
+        count(OutcomeState::NotAchieved),
+        count(OutcomeState::Pending),
+    );
+    assert!(
+        achieved > 100 && not_achieved > 100,
+        "the load exercises both outcomes: {achieved} {not_achieved}"
+    );
+
+    let s = stack;
+    wait_until("the metrics to equal the clean replay", 120, || async move {
+        let (_, m) = s.metrics(OPERATOR_TOKEN, "").await?;
+        let o = &m["total"]["outcomes"]["sustained_employment_180d"];
+        Ok(m["total"]["cohort"]["value"] == in_cohort
+            && o["achieved"]["value"] == achieved
+            && o["not_achieved"]["value"] == not_achieved
+            && o["pending"]["value"] == pending)
+    })
+    .await
+    .with_context(|| format!("expected cohort {in_cohort}, achieved {achieved}, not achieved {not_achieved}, pending {pending}; logs in {}", stack.dir.path().display()))?;
+
+    // Every citizen's newest view equals the clean evaluation.
+    let mut newest: HashMap<String, MissionView> = HashMap::new();
+    for (_, key, payload, _) in
+        read_with_partitions(stack, &stack.kafka.topic("joinery.views.opportunity"))?
+    {
+        let (id, body) = unframe(&payload)?;
+        let writer = registry.schema(id).await?;
+        let view = view_from_value(decode_value(&writer, catalog.view_schema(), body)?)?;
+        let key = String::from_utf8(key)?;
+        if newest.get(&key).is_none_or(|v| v.version < view.version) {
+            newest.insert(key, view);
+        }
+    }
+    let mut mismatches = Vec::new();
+    for (key, (cohort, statuses)) in &expected {
+        let got = newest.get(key).map(|v| {
+            (
+                v.in_cohort,
+                v.outcomes.iter().map(|o| o.status).collect::<Vec<_>>(),
+            )
+        });
+        let want = (*cohort, statuses.clone());
+        if *cohort && got.as_ref() != Some(&want) {
+            mismatches.push(format!("{key}: expected {want:?}, got {got:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} citizens differ from the clean replay, e.g. {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Result<()> {
     let mut stack = Stack::start("crash").await?;
@@ -357,70 +435,104 @@ async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Re
     processor = spawn_service(&stack, "processor", &proc_addr)?;
     projections = spawn_service(&stack, "projections", &proj_addr)?;
 
-    let expected = clean_replay(&stack, &registry, &catalog).await?;
-    let in_cohort = expected.values().filter(|(c, _)| *c).count() as i64;
-    let count = |s: OutcomeState| {
-        expected
-            .values()
-            .filter(|(c, o)| *c && o.first() == Some(&s))
-            .count() as i64
-    };
-    let (achieved, not_achieved, pending) = (
-        count(OutcomeState::Achieved),
-        count(OutcomeState::NotAchieved),
-        count(OutcomeState::Pending),
-    );
-    assert!(
-        achieved > 100 && not_achieved > 100,
-        "the load exercises both outcomes: {achieved} {not_achieved}"
-    );
-
-    let s = &stack;
-    wait_until("the metrics to equal the clean replay", 120, || async move {
-        let (_, m) = s.metrics(OPERATOR_TOKEN, "").await?;
-        let o = &m["total"]["outcomes"]["sustained_employment_180d"];
-        Ok(m["total"]["cohort"]["value"] == in_cohort
-            && o["achieved"]["value"] == achieved
-            && o["not_achieved"]["value"] == not_achieved
-            && o["pending"]["value"] == pending)
-    })
-    .await
-    .with_context(|| format!("expected cohort {in_cohort}, achieved {achieved}, not achieved {not_achieved}, pending {pending}; logs in {}", stack.dir.path().display()))?;
-
-    // Every citizen's newest view equals the clean evaluation.
-    let mut newest: HashMap<String, MissionView> = HashMap::new();
-    for (_, key, payload, _) in
-        read_with_partitions(&stack, &stack.kafka.topic("joinery.views.opportunity"))?
-    {
-        let (id, body) = unframe(&payload)?;
-        let writer = registry.schema(id).await?;
-        let view = view_from_value(decode_value(&writer, catalog.view_schema(), body)?)?;
-        let key = String::from_utf8(key)?;
-        if newest.get(&key).is_none_or(|v| v.version < view.version) {
-            newest.insert(key, view);
-        }
-    }
-    let mut mismatches = Vec::new();
-    for (key, (cohort, statuses)) in &expected {
-        let got = newest.get(key).map(|v| {
-            (
-                v.in_cohort,
-                v.outcomes.iter().map(|o| o.status).collect::<Vec<_>>(),
-            )
-        });
-        let want = (*cohort, statuses.clone());
-        if *cohort && got.as_ref() != Some(&want) {
-            mismatches.push(format!("{key}: expected {want:?}, got {got:?}"));
-        }
-    }
-    assert!(
-        mismatches.is_empty(),
-        "{} citizens differ from the clean replay, e.g. {:?}",
-        mismatches.len(),
-        &mismatches[..mismatches.len().min(5)]
-    );
+    assert_equals_clean_replay(&stack, &registry, &catalog).await?;
 
     sigkill(&mut processor)?;
+    sigkill(&mut projections)?;
+    stack.shutdown().await
+}
+
+fn free_addr() -> Result<String> {
+    Ok(format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    ))
+}
+
+/// Scale out and fail over: two processor instances in one group share the
+/// partitions (co-partitioned by the range assignor); one is killed, the
+/// other takes its partitions and rebuilds their state from the log; it
+/// comes back and they rebalance again. The results equal a clean replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
+    let mut stack = Stack::start("rebalance").await?;
+    for s in [stack.projections.take(), stack.processor.take()]
+        .into_iter()
+        .flatten()
+    {
+        s.stop().await?;
+    }
+    let registry = RegistryClient::new(&stack.registry_url);
+    let catalog = Catalog::load();
+    let mut ids = HashMap::new();
+    for t in EventType::ALL {
+        let subject = event_subject(&stack.kafka.topic(&t.department().topic()), t);
+        ids.insert(
+            t,
+            registry
+                .register(&subject, catalog.event_schema_text(t))
+                .await?,
+        );
+    }
+    let producer: FutureProducer = stack.kafka.producer("rebalance-load").create()?;
+    let load = load(1200, 11)?;
+    let proj_addr = free_addr()?;
+    stack.projections_url = format!("http://{proj_addr}");
+    let (a_addr, b_addr) = (free_addr()?, free_addr()?);
+    let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
+    let mut a = spawn_instance(&stack, "processor", &a_addr, "processor-a")?;
+    let chunks: Vec<_> = load.records.chunks(load.records.len() / 4 + 1).collect();
+
+    produce(&stack, &producer, &ids, &catalog, chunks[0]).await?;
+    let mut b = spawn_instance(&stack, "processor", &b_addr, "processor-b")?;
+    let http = reqwest::Client::new();
+    let assigned =
+        |addr: String| {
+            let http = http.clone();
+            async move {
+                let text = http
+                    .get(format!("http://{addr}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                Ok::<bool, anyhow::Error>(text.lines().any(|l| {
+                    l.starts_with("joinery_processor_rebalances_total{kind=\"assigned\"}")
+                }))
+            }
+        };
+    wait_until("instance b to get partitions", 60, || {
+        assigned(b_addr.clone())
+    })
+    .await?;
+    produce(&stack, &producer, &ids, &catalog, chunks[1]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigkill(&mut a)?;
+    let lost_at = Instant::now();
+    produce(&stack, &producer, &ids, &catalog, chunks[2]).await?;
+    a = spawn_instance(&stack, "processor", &a_addr, "processor-a")?;
+    produce(&stack, &producer, &ids, &catalog, chunks[3]).await?;
+
+    assert_equals_clean_replay(&stack, &registry, &catalog).await?;
+    eprintln!(
+        "rebalance: results equal the clean replay {:.1} s after losing an instance",
+        lost_at.elapsed().as_secs_f64()
+    );
+    let text_b = http
+        .get(format!("http://{b_addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text_b.contains("joinery_processor_rebalances_total{kind=\"revoked\"}"),
+        "b saw partitions move: {text_b}"
+    );
+
+    sigkill(&mut a)?;
+    sigkill(&mut b)?;
     sigkill(&mut projections)?;
     stack.shutdown().await
 }
