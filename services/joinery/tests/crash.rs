@@ -309,7 +309,7 @@ async fn assert_equals_clean_replay(
     registry: &RegistryClient,
     catalog: &Catalog,
 ) -> Result<()> {
-    let expected = clean_replay(stack, &registry, &catalog).await?;
+    let expected = clean_replay(stack, registry, catalog).await?;
     let in_cohort = expected.values().filter(|(c, _)| *c).count() as i64;
     let count = |s: OutcomeState| {
         expected
