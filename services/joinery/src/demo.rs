@@ -1,13 +1,23 @@
-//! Demo department feeds for the local stack: synthetic citizens leave
-//! education (DfE) and some start and keep jobs (HMRC), published through
-//! the ingest gateway with each department's own token, at a steady rate.
+//! Demo department feeds for the local stack: synthetic citizens on the
+//! journeys of the three missions, published through the ingest gateway with
+//! each department's own token (`JOINERY_TOKEN_<DEPARTMENT>`), at a steady
+//! rate:
+//!
+//! - education leavers (DfE), most of whom start work (HMRC), some briefly;
+//! - benefit claimants with a health condition (DWP) referred for
+//!   mental-health treatment (DHSC), treated after a wait, some then working;
+//! - people released from custody (MoJ), some settled in accommodation
+//!   (MHCLG), some working, some reoffending.
+//!
 //! Simulated time runs faster than real time, so outcomes resolve on the
 //! watermark while the demo runs. Seeded: the same seed sends the same events.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use joinery_domain::Department;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -23,12 +33,6 @@ pub(crate) struct DemoArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     ingest_url: String,
-    /// DfE's token.
-    #[arg(long, env = "JOINERY_TOKEN_DFE")]
-    dfe_token: String,
-    /// HMRC's token.
-    #[arg(long, env = "JOINERY_TOKEN_HMRC")]
-    hmrc_token: String,
     /// New citizens per second.
     #[arg(long, default_value_t = 20)]
     citizens_per_second: u32,
@@ -61,59 +65,146 @@ const AREAS: [&str; 6] = [
     "E06000023",
 ];
 
-fn day(start: chrono::NaiveDate, d: i64) -> String {
-    (start + chrono::Duration::days(d))
-        .format("%Y-%m-%d")
-        .to_string()
-}
-
 /// An event and the simulated day it is due.
 type Dated = (i64, Value);
 
-/// The events of one synthetic citizen, by department, in occurrence order.
-fn journey(
-    rng: &mut StdRng,
+struct Citizen<'a> {
+    rng: &'a mut StdRng,
     n: u64,
-    exit_day: i64,
+    area: &'static str,
+    birth: String,
     start: chrono::NaiveDate,
-) -> (Vec<Dated>, Vec<Dated>) {
-    let area = AREAS[rng.random_range(0..AREAS.len())];
-    let id = |rng: &mut StdRng| {
-        uuid::Builder::from_random_bytes(rng.random())
+    events: Vec<Dated>,
+}
+
+impl Citizen<'_> {
+    fn emit(&mut self, day: i64, event_type: &str, fields: Value) {
+        let id = uuid::Builder::from_random_bytes(self.rng.random())
             .into_uuid()
-            .to_string()
-    };
-    let mut dfe = vec![(
-        exit_day,
-        json!({
-            "type": "dfe.EducationExited", "event_id": id(rng), "occurred_at": day(start, exit_day),
-            "nino": nino(n), "area_code": area, "birth_year_month": format!("{}-{:02}", 2006 + rng.random_range(0..3), rng.random_range(1..=12)),
-            "provider_urn": format!("1{:05}", rng.random_range(0..99999)), "level": "LEVEL_3",
-            "reason": if rng.random_bool(0.85) { "COMPLETED" } else { "WITHDREW" },
-        }),
-    )];
-    let mut hmrc = vec![];
-    if rng.random_bool(0.65) {
-        let start_day = exit_day + rng.random_range(5..220);
-        let employment_id = format!("EMP-{n}");
-        hmrc.push((start_day, json!({
-            "type": "hmrc.EmploymentStarted", "event_id": id(rng), "occurred_at": day(start, start_day),
-            "nino": nino(n), "area_code": area, "employment_id": employment_id, "weekly_hours_band": "FROM_30",
-        })));
-        if rng.random_bool(0.3) {
-            let end_day = start_day + rng.random_range(10..200);
-            hmrc.push((end_day, json!({
-                "type": "hmrc.EmploymentEnded", "event_id": id(rng), "occurred_at": day(start, end_day),
-                "nino": nino(n), "area_code": area, "employment_id": employment_id,
-            })));
+            .to_string();
+        let mut e = json!({
+            "type": event_type, "event_id": id,
+            "occurred_at": (self.start + chrono::Duration::days(day)).format("%Y-%m-%d").to_string(),
+            "nino": nino(self.n), "area_code": self.area, "birth_year_month": self.birth,
+        });
+        if let (Some(e), Value::Object(f)) = (e.as_object_mut(), fields) {
+            e.extend(f);
+        }
+        self.events.push((day, e));
+    }
+
+    fn maybe_job(&mut self, from: i64, p: f64, within: std::ops::Range<i64>) {
+        if self.rng.random_bool(p) {
+            let start = from + self.rng.random_range(within);
+            let id = format!("EMP-{}-{start}", self.n);
+            self.emit(
+                start,
+                "hmrc.EmploymentStarted",
+                json!({"employment_id": id, "weekly_hours_band": "FROM_30"}),
+            );
+            if self.rng.random_bool(0.3) {
+                let end = start + self.rng.random_range(10..200);
+                self.emit(end, "hmrc.EmploymentEnded", json!({"employment_id": id}));
+            }
         }
     }
-    if rng.random_bool(0.02) {
-        // A department retry: the same event sent twice is applied once.
-        let again = dfe[0].clone();
-        dfe.push(again);
+}
+
+/// The events of one synthetic citizen, in no particular order.
+fn journey(rng: &mut StdRng, n: u64, day: i64, start: chrono::NaiveDate) -> Vec<Dated> {
+    let area = AREAS[rng.random_range(0..AREAS.len())];
+    let kind = rng.random_range(0..100);
+    let birth_year = if kind < 60 {
+        2007
+    } else {
+        1975 + rng.random_range(0..25)
+    };
+    let birth = format!(
+        "{}-{:02}",
+        birth_year + rng.random_range(0..3),
+        rng.random_range(1..=12)
+    );
+    let mut c = Citizen {
+        rng,
+        n,
+        area,
+        birth,
+        start,
+        events: Vec::new(),
+    };
+    if kind < 60 {
+        let reason = if c.rng.random_bool(0.85) {
+            "COMPLETED"
+        } else {
+            "WITHDREW"
+        };
+        c.emit(
+            day,
+            "dfe.EducationExited",
+            json!({"provider_urn": "100001", "level": "LEVEL_3", "reason": reason}),
+        );
+        c.maybe_job(day, 0.7, 5..220);
+    } else if kind < 85 {
+        let health = c.rng.random_bool(0.7);
+        c.emit(day - 30, "dwp.BenefitClaimStarted", json!({"claim_id": format!("C-{n}"), "benefit": "UNIVERSAL_CREDIT", "health_condition": health}));
+        let pathway = if c.rng.random_bool(0.8) {
+            "MENTAL_HEALTH"
+        } else {
+            "MUSCULOSKELETAL"
+        };
+        c.emit(
+            day,
+            "dhsc.ReferralReceived",
+            json!({"referral_id": format!("R-{n}"), "pathway": pathway}),
+        );
+        if c.rng.random_bool(0.9) {
+            let wait = c.rng.random_range(7..200);
+            c.emit(
+                day + wait,
+                "dhsc.TreatmentStarted",
+                json!({"referral_id": format!("R-{n}"), "pathway": pathway}),
+            );
+            c.maybe_job(day + wait, 0.35, 30..400);
+        }
+    } else {
+        c.emit(
+            day,
+            "moj.ReleasedFromCustody",
+            json!({"establishment_code": "MDI", "release_type": "LICENCE"}),
+        );
+        if c.rng.random_bool(0.5) {
+            let status = if c.rng.random_bool(0.8) {
+                "SETTLED"
+            } else {
+                "TEMPORARY"
+            };
+            let after = c.rng.random_range(0..8);
+            c.emit(
+                day + after,
+                "mhclg.AccommodationRecorded",
+                json!({"status": status}),
+            );
+        }
+        c.maybe_job(day, 0.3, 3..90);
+        if c.rng.random_bool(0.25) {
+            let offence = day + c.rng.random_range(20..400);
+            let disposal = (start + chrono::Duration::days(offence + 60))
+                .format("%Y-%m-%d")
+                .to_string();
+            c.emit(
+                offence,
+                "moj.ProvenReoffence",
+                json!({"offence_group": "THEFT", "disposal_date": disposal}),
+            );
+        }
     }
-    (dfe, hmrc)
+    if c.rng.random_bool(0.02) {
+        // A department retry: the same event sent twice is applied once.
+        if let Some(first) = c.events.first().cloned() {
+            c.events.push(first);
+        }
+    }
+    c.events
 }
 
 async fn post(
@@ -144,19 +235,35 @@ async fn post(
     }
 }
 
+fn tokens() -> anyhow::Result<BTreeMap<String, String>> {
+    Department::ALL
+        .into_iter()
+        .map(|d| {
+            let var = format!("JOINERY_TOKEN_{}", d.code().to_uppercase());
+            let token = std::env::var(&var).with_context(|| {
+                format!(
+                    "{var} is not set: the demo publishes as each department with its own token"
+                )
+            })?;
+            Ok((d.code().to_owned(), token))
+        })
+        .collect()
+}
+
 /// Runs the feeds until `cancel` fires or `--citizens` have been sent.
 pub(crate) async fn run(
     args: DemoArgs,
     cancel: CancellationToken,
     tick: Duration,
 ) -> anyhow::Result<()> {
+    let tokens = tokens()?;
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", args.ingest_url.trim_end_matches('/'));
     let mut rng = StdRng::seed_from_u64(args.seed);
     let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("valid date");
-    // Events wait here until simulated time reaches their day (sorted by day).
-    let mut due: Vec<(i64, &'static str, Value)> = Vec::new();
-    let (mut n, mut today) = (0u64, 0i64);
+    // Events wait here until simulated time reaches their day.
+    let mut due: Vec<Dated> = Vec::new();
+    let (mut n, mut today) = (0u64, 30i64);
     tracing::info!(%url, "demo feeds started");
     let mut interval = tokio::time::interval(tick);
     loop {
@@ -169,30 +276,24 @@ pub(crate) async fn run(
             if args.citizens > 0 && n >= args.citizens {
                 break;
             }
-            let exit_day = today - rng.random_range(0..args.days_per_second.max(1));
-            let (dfe, hmrc) = journey(&mut rng, n, exit_day, start);
-            due.extend(dfe.into_iter().map(|(d, e)| (d, "dfe", e)));
-            due.extend(hmrc.into_iter().map(|(d, e)| (d, "hmrc", e)));
+            let day = today - rng.random_range(0..args.days_per_second.max(1));
+            due.extend(journey(&mut rng, n, day, start));
             n += 1;
         }
-        let (now, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(d, _, _)| *d <= today);
+        let (now, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(d, _)| *d <= today);
         due = later;
-        let (dfe, hmrc): (Vec<_>, Vec<_>) =
-            now.into_iter().partition(|(_, dept, _)| *dept == "dfe");
-        post(
-            &http,
-            &url,
-            &args.dfe_token,
-            dfe.into_iter().map(|(_, _, e)| e).collect(),
-        )
-        .await?;
-        post(
-            &http,
-            &url,
-            &args.hmrc_token,
-            hmrc.into_iter().map(|(_, _, e)| e).collect(),
-        )
-        .await?;
+        let mut by_department: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for (_, e) in now {
+            let dept = e["type"]
+                .as_str()
+                .and_then(|t| t.split_once('.'))
+                .map(|(d, _)| d.to_owned())
+                .unwrap_or_default();
+            by_department.entry(dept).or_default().push(e);
+        }
+        for (dept, events) in by_department {
+            post(&http, &url, &tokens[&dept], events).await?;
+        }
         if args.citizens > 0 && n >= args.citizens && due.is_empty() {
             tracing::info!(citizens = n, "demo feeds sent every citizen");
             return Ok(());
@@ -218,5 +319,26 @@ mod tests {
             );
         }
         assert_ne!(nino(1), nino(1_000_001));
+    }
+
+    #[test]
+    fn demo_journeys_cover_every_department() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("valid date");
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..400 {
+            for (_, e) in journey(&mut rng, n, 100, start) {
+                seen.insert(
+                    e["type"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .split('.')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+        assert_eq!(seen.len(), 6, "{seen:?}");
     }
 }
