@@ -12,23 +12,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use apache_avro::types::Value;
 use common::*;
 use joinery_domain::event::DAY_MS;
-use joinery_domain::{EventType, IdentifierKind, MissionView, OutcomeState, Pseudonymiser};
+use joinery_domain::{EventType, MissionView, OutcomeState};
 use joinery_engine::{CitizenEvents, Mission};
-use joinery_wire::catalog::event_subject;
-use joinery_wire::codec::{
-    decode_value, encode_value, event_from_value, record_name, view_from_value,
-};
-use joinery_wire::framing::{frame, unframe};
+use joinery_wire::codec::{decode_value, event_from_value, record_name, view_from_value};
+use joinery_wire::framing::unframe;
 use joinery_wire::{Catalog, RegistryClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 const LATENESS: i64 = 7 * DAY_MS;
-const T0: i64 = 1_735_689_600_000; // 2025-01-01
 
 fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
     spawn_instance(stack, name, listen, name)
@@ -75,132 +70,6 @@ fn spawn_instance(stack: &Stack, name: &str, listen: &str, instance: &str) -> Re
 fn sigkill(child: &mut Child) -> Result<()> {
     child.kill().context("SIGKILL")?; // Child::kill sends SIGKILL on Unix.
     child.wait()?;
-    Ok(())
-}
-
-struct Load {
-    /// (department topic suffix, citizen key, Avro value) in production order.
-    records: Vec<(EventType, String, Value)>,
-}
-
-fn ts(day: i64) -> Value {
-    Value::TimestampMillis(T0 + day * DAY_MS)
-}
-
-fn envelope(t: EventType, id: u128, key: &str, day: i64) -> Vec<(String, Value)> {
-    vec![
-        ("event_id".into(), Value::Uuid(uuid::Uuid::from_u128(id))),
-        ("occurred_at".into(), ts(day)),
-        ("recorded_at".into(), ts(day + 3)),
-        (
-            "department".into(),
-            Value::String(t.department().code().into()),
-        ),
-        ("citizen_key".into(), Value::String(key.into())),
-        (
-            "area_code".into(),
-            Value::Union(
-                1,
-                Box::new(Value::String(
-                    ["E08000025", "W06000015", "S12000049"][(id % 3) as usize].into(),
-                )),
-            ),
-        ),
-        (
-            "birth_year_month".into(),
-            Value::Union(
-                1,
-                Box::new(Value::String(format!("200{}-0{}", 1 + id % 8, 1 + id % 9))),
-            ),
-        ),
-    ]
-}
-
-/// Seeded journeys: leavers over two years, most finding work, some losing
-/// it early, some events reported late, a few sent twice.
-fn load(citizens: u64, seed: u64) -> Result<Load> {
-    let p = Pseudonymiser::new(PSEUDONYM_KEY.to_vec())?;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut records = Vec::new();
-    let mut id = 0u128;
-    for n in 0..citizens {
-        let key = p
-            .citizen_key(IdentifierKind::Nino, &format!("JY{:06}A", n))?
-            .to_string();
-        let exit = rng.random_range(0..700);
-        id += 1;
-        let mut e = envelope(EventType::EducationExited, id, &key, exit);
-        e.push(("provider_urn".into(), Value::String("100001".into())));
-        e.push(("level".into(), Value::Enum(3, "LEVEL_3".into())));
-        e.push(("reason".into(), Value::Enum(0, "COMPLETED".into())));
-        records.push((EventType::EducationExited, key.clone(), Value::Record(e)));
-        if rng.random_bool(0.05) {
-            let dup = records.last().cloned().context("just pushed")?;
-            records.push(dup);
-        }
-        if rng.random_bool(0.7) {
-            let start = exit + rng.random_range(0..240);
-            let emp = format!("E{n}");
-            id += 1;
-            let mut s = envelope(EventType::EmploymentStarted, id, &key, start);
-            s.push(("employment_id".into(), Value::String(emp.clone())));
-            s.push(("weekly_hours_band".into(), Value::Enum(2, "FROM_30".into())));
-            records.push((EventType::EmploymentStarted, key.clone(), Value::Record(s)));
-            if rng.random_bool(0.4) {
-                id += 1;
-                let mut x = envelope(
-                    EventType::EmploymentEnded,
-                    id,
-                    &key,
-                    start + rng.random_range(5..200),
-                );
-                x.push(("employment_id".into(), Value::String(emp)));
-                records.push((EventType::EmploymentEnded, key.clone(), Value::Record(x)));
-            }
-        }
-    }
-    // Departments report in roughly event-time order, with some lateness.
-    records.sort_by_key(|(_, _, v)| match v {
-        Value::Record(f) => match &f[1].1 {
-            Value::TimestampMillis(t) => *t,
-            _ => 0,
-        },
-        _ => 0,
-    });
-    for i in (1..records.len()).step_by(17) {
-        records.swap(i - 1, i);
-    }
-    Ok(Load { records })
-}
-
-async fn produce(
-    stack: &Stack,
-    producer: &FutureProducer,
-    ids: &HashMap<EventType, u32>,
-    catalog: &Catalog,
-    chunk: &[(EventType, String, Value)],
-) -> Result<()> {
-    let mut pending = Vec::new();
-    for (t, key, value) in chunk {
-        let payload = frame(
-            ids[t],
-            &encode_value(catalog.event_schema(*t), value.clone())?,
-        );
-        let topic = stack.kafka.topic(&t.department().topic());
-        let p = producer.clone();
-        let key = key.clone();
-        pending.push(async move {
-            p.send(
-                FutureRecord::to(&topic).key(&key).payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-        });
-    }
-    for r in futures::future::join_all(pending).await {
-        r?;
-    }
     Ok(())
 }
 
@@ -387,18 +256,9 @@ async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Re
     }
     let registry = RegistryClient::new(&stack.registry_url);
     let catalog = Catalog::load();
-    let mut ids = HashMap::new();
-    for t in EventType::ALL {
-        let subject = event_subject(&stack.kafka.topic(&t.department().topic()), t);
-        ids.insert(
-            t,
-            registry
-                .register(&subject, catalog.event_schema_text(t))
-                .await?,
-        );
-    }
+    let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
     let producer: FutureProducer = stack.kafka.producer("crash-load").create()?;
-    let load = load(1500, 7)?;
+    let records = joinery_loadtests::education_journeys(1500, 7, PSEUDONYM_KEY)?;
     let proc_addr = format!(
         "127.0.0.1:{}",
         std::net::TcpListener::bind("127.0.0.1:0")?
@@ -416,9 +276,9 @@ async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Re
     let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
 
     let mut rng = StdRng::seed_from_u64(99);
-    let chunks: Vec<_> = load.records.chunks(load.records.len() / 6 + 1).collect();
+    let chunks: Vec<_> = records.chunks(records.len() / 6 + 1).collect();
     for (i, chunk) in chunks.iter().enumerate() {
-        produce(&stack, &producer, &ids, &catalog, chunk).await?;
+        joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunk).await?;
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
         if i % 2 == 0 {
             sigkill(&mut processor)?;
@@ -466,26 +326,17 @@ async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
     }
     let registry = RegistryClient::new(&stack.registry_url);
     let catalog = Catalog::load();
-    let mut ids = HashMap::new();
-    for t in EventType::ALL {
-        let subject = event_subject(&stack.kafka.topic(&t.department().topic()), t);
-        ids.insert(
-            t,
-            registry
-                .register(&subject, catalog.event_schema_text(t))
-                .await?,
-        );
-    }
+    let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
     let producer: FutureProducer = stack.kafka.producer("rebalance-load").create()?;
-    let load = load(1200, 11)?;
+    let records = joinery_loadtests::education_journeys(1200, 11, PSEUDONYM_KEY)?;
     let proj_addr = free_addr()?;
     stack.projections_url = format!("http://{proj_addr}");
     let (a_addr, b_addr) = (free_addr()?, free_addr()?);
     let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
     let mut a = spawn_instance(&stack, "processor", &a_addr, "processor-a")?;
-    let chunks: Vec<_> = load.records.chunks(load.records.len() / 4 + 1).collect();
+    let chunks: Vec<_> = records.chunks(records.len() / 4 + 1).collect();
 
-    produce(&stack, &producer, &ids, &catalog, chunks[0]).await?;
+    joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[0]).await?;
     let mut b = spawn_instance(&stack, "processor", &b_addr, "processor-b")?;
     let http = reqwest::Client::new();
     let assigned =
@@ -507,13 +358,13 @@ async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
         assigned(b_addr.clone())
     })
     .await?;
-    produce(&stack, &producer, &ids, &catalog, chunks[1]).await?;
+    joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[1]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     sigkill(&mut a)?;
     let lost_at = Instant::now();
-    produce(&stack, &producer, &ids, &catalog, chunks[2]).await?;
+    joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[2]).await?;
     a = spawn_instance(&stack, "processor", &a_addr, "processor-a")?;
-    produce(&stack, &producer, &ids, &catalog, chunks[3]).await?;
+    joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[3]).await?;
 
     assert_equals_clean_replay(&stack, &registry, &catalog).await?;
     eprintln!(
