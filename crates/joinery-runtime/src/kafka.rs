@@ -163,6 +163,10 @@ pub type OffsetLookup = Arc<dyn Fn(&str, i32) -> anyhow::Result<Option<i64>> + S
 /// Called after partitions are assigned or revoked (e.g. to count rebalances).
 pub type RebalanceHook = Arc<dyn Fn(&RebalanceEvent) + Send + Sync>;
 
+/// Called with librdkafka's statistics (every `statistics.interval.ms`),
+/// e.g. to export consumer lag without blocking broker round trips.
+pub type StatsHook = Arc<dyn Fn(&rdkafka::statistics::Statistics) + Send + Sync>;
+
 /// What a rebalance did.
 #[derive(Debug, Clone)]
 pub enum RebalanceEvent {
@@ -180,6 +184,7 @@ pub enum RebalanceEvent {
 pub struct StoredOffsetsContext {
     lookup: OffsetLookup,
     hook: RebalanceHook,
+    stats: Option<StatsHook>,
 }
 
 impl std::fmt::Debug for StoredOffsetsContext {
@@ -191,11 +196,28 @@ impl std::fmt::Debug for StoredOffsetsContext {
 impl StoredOffsetsContext {
     /// A context reading offsets with `lookup` and reporting to `hook`.
     pub fn new(lookup: OffsetLookup, hook: RebalanceHook) -> StoredOffsetsContext {
-        StoredOffsetsContext { lookup, hook }
+        StoredOffsetsContext {
+            lookup,
+            hook,
+            stats: None,
+        }
+    }
+
+    /// Also reports librdkafka's statistics to `stats` (set
+    /// `statistics.interval.ms` on the consumer).
+    pub fn with_stats(mut self, stats: StatsHook) -> StoredOffsetsContext {
+        self.stats = Some(stats);
+        self
     }
 }
 
-impl ClientContext for StoredOffsetsContext {}
+impl ClientContext for StoredOffsetsContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        if let Some(hook) = &self.stats {
+            hook(&statistics);
+        }
+    }
+}
 
 impl ConsumerContext for StoredOffsetsContext {
     fn rebalance(

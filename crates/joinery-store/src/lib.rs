@@ -233,6 +233,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Every (key, value) with `from <= key < to`, in key order. The upper
+    /// bound is given to RocksDB, so deleted keys past it are never visited.
+    pub fn scan_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(from.to_vec());
+        opts.set_iterate_upper_bound(to.to_vec());
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_opt(IteratorMode::From(from, Direction::Forward), opts)
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
     /// Bytes of the shared block cache in use.
     pub fn block_cache_usage(&self) -> usize {
         self.cache.get_usage()
@@ -288,5 +305,12 @@ mod tests {
             vec![b"a/1".to_vec(), b"a/2".to_vec(), b"a/3".to_vec()]
         );
         assert_eq!(s.scan(b"a/", Some(b"a/3")).expect("scan").len(), 2);
+        let range: Vec<_> = s
+            .scan_range(b"a/2", b"b/")
+            .expect("range")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(range, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
     }
 }

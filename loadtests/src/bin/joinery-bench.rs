@@ -158,6 +158,22 @@ async fn run_processor(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    if let Ok(text) = http
+        .get(format!("{}/metrics", p.url))
+        .send()
+        .await?
+        .text()
+        .await
+    {
+        for l in text.lines().filter(|l| {
+            l.starts_with("joinery_processor_batch_duration_seconds_sum")
+                || l.starts_with("joinery_processor_batch_records_count")
+                || l.starts_with("joinery_processor_idle_seconds_total")
+                || l.starts_with("joinery_processor_gauge_refresh_seconds_total")
+        }) {
+            eprintln!("bench: processor {l}");
+        }
+    }
     peak = peak.max(peak_rss_mib(p.child.id()).unwrap_or(0.0));
     p.child.kill()?;
     p.child.wait()?;

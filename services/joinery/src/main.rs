@@ -135,6 +135,12 @@ enum Command {
         /// Directory of the mission definitions.
         #[arg(long, env = "JOINERY_MISSIONS_DIR", default_value = "missions")]
         missions_dir: PathBuf,
+        /// RocksDB block cache shared by all state, in MiB.
+        #[arg(long, env = "JOINERY_PROCESSOR_BLOCK_CACHE_MB", default_value_t = 256)]
+        block_cache_mb: usize,
+        /// RocksDB memtable budget, in MiB.
+        #[arg(long, env = "JOINERY_PROCESSOR_WRITE_BUFFER_MB", default_value_t = 128)]
+        write_buffer_mb: usize,
     },
     /// Projections, metrics API and mission board (default :8088).
     Projections {
@@ -240,6 +246,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Processor {
             common,
             missions_dir,
+            block_cache_mb,
+            write_buffer_mb,
             listen,
             data_dir,
             group,
@@ -254,6 +262,8 @@ async fn main() -> anyhow::Result<()> {
             config.group = group;
             config.allowed_lateness = allowed_lateness_days * DAY_MS;
             config.missions_dir = missions_dir;
+            config.store.block_cache_bytes = block_cache_mb << 20;
+            config.store.write_buffer_bytes = write_buffer_mb << 20;
             run_until_signal(|c| joinery_processor::run(config, c)).await
         }
         Command::Projections {

@@ -73,6 +73,8 @@ pub struct ProcessorConfig {
     pub allowed_lateness: Millis,
     /// Most records per batch (one RocksDB write, one produce round).
     pub max_batch: usize,
+    /// RocksDB memory: shared block cache and memtable budget.
+    pub store: StoreOptions,
     /// Directory of the mission definitions (`capabilities.toml` and one file per mission).
     pub missions_dir: PathBuf,
 }
@@ -89,6 +91,7 @@ impl ProcessorConfig {
             allowed_lateness: 7 * DAY_MS,
             max_batch: 1000,
             missions_dir: PathBuf::from("missions"),
+            store: StoreOptions::default(),
         }
     }
 }
@@ -115,6 +118,8 @@ struct Metrics {
     dead_letters: prometheus::IntCounterVec,
     views: prometheus::IntCounterVec,
     batch_seconds: prometheus::Histogram,
+    batch_records: prometheus::Histogram,
+    idle_seconds: prometheus::Counter,
     watermark: prometheus::IntGaugeVec,
     rebalances: prometheus::IntCounterVec,
     store_bytes: prometheus::IntGauge,
@@ -163,6 +168,25 @@ impl Metrics {
                         "Time to process, persist and publish one batch",
                     )
                     .buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid")),
+                )
+                .expect("valid"),
+            ),
+            batch_records: t.register(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "joinery_processor_batch_records",
+                        "Records per processed batch",
+                    )
+                    .buckets(vec![
+                        1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0,
+                    ]),
+                )
+                .expect("valid"),
+            ),
+            idle_seconds: t.register(
+                prometheus::Counter::new(
+                    "joinery_processor_idle_seconds_total",
+                    "Time spent waiting for the first record of a batch",
                 )
                 .expect("valid"),
             ),
@@ -268,7 +292,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
             register_with_retry(&registry, &subject, catalog.view_schema_text(), &cancel).await?;
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let store = Arc::new(Store::open(&config.data_dir, &StoreOptions::default())?);
+    let store = Arc::new(Store::open(&config.data_dir, &config.store)?);
     let metrics = Metrics::new(&telemetry);
 
     let lookup_store = Arc::clone(&store);
@@ -296,9 +320,23 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
             hook_metrics.rebalances.with_label_values(&[kind]).inc();
         }),
     );
+    let lag = metrics.lag.clone();
+    let lag_group = config.group.clone();
+    let context = context.with_stats(Arc::new(move |stats| {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                // Partition -1 is librdkafka's internal one; a lag of -1 is not known yet.
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    lag.with_label_values(&[&lag_group, topic, &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }));
     let consumer: StreamConsumer<StoredOffsetsContext> = config
         .kafka
         .consumer("joinery-processor", &config.group)
+        .set("statistics.interval.ms", "5000")
         .create_with_context(context)?;
     let topics: Vec<String> = Department::ALL
         .iter()
@@ -384,10 +422,14 @@ impl Processor {
     async fn consume(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut last_gauges = Instant::now();
         loop {
+            let waiting = Instant::now();
             let first = tokio::select! {
                 () = cancel.cancelled() => break,
                 m = self.consumer.recv() => m,
             };
+            self.metrics
+                .idle_seconds
+                .inc_by(waiting.elapsed().as_secs_f64());
             let started = Instant::now();
             let mut batch = vec![first];
             while batch.len() < self.config.max_batch {
@@ -406,6 +448,7 @@ impl Processor {
                     }
                 }
             }
+            self.metrics.batch_records.observe(messages.len() as f64);
             if !messages.is_empty() {
                 self.process(&messages).await?;
                 self.commit_for_lag(&messages);
@@ -414,8 +457,7 @@ impl Processor {
                 .batch_seconds
                 .observe(started.elapsed().as_secs_f64());
             if last_gauges.elapsed() > Duration::from_secs(5) {
-                // Watermark look-ups are blocking broker round trips.
-                tokio::task::block_in_place(|| self.update_gauges());
+                self.update_gauges();
                 last_gauges = Instant::now();
             }
         }
@@ -443,29 +485,6 @@ impl Processor {
         self.metrics
             .block_cache_bytes
             .set(self.store.block_cache_usage() as i64);
-        if let Ok(assignment) = self.consumer.assignment() {
-            for e in assignment.elements() {
-                let (t, p) = (e.topic(), e.partition());
-                if let (Ok((_, high)), Ok(Some(pos))) = (
-                    self.consumer
-                        .fetch_watermarks(t, p, Duration::from_millis(500)),
-                    self.store.offset(t, p),
-                ) {
-                    self.metrics
-                        .lag
-                        .with_label_values(&[&self.config.group, t, &p.to_string()])
-                        .set((high - pos).max(0));
-                } else if let Ok((low, high)) =
-                    self.consumer
-                        .fetch_watermarks(t, p, Duration::from_millis(500))
-                {
-                    self.metrics
-                        .lag
-                        .with_label_values(&[&self.config.group, t, &p.to_string()])
-                        .set((high - low).max(0));
-                }
-            }
-        }
     }
 
     fn load(
@@ -600,11 +619,16 @@ impl Processor {
                 .watermark
                 .with_label_values(&[&p.to_string()])
                 .set(wm / 1000);
-            if stored == i64::MIN || wm > stored.saturating_sub(self.config.allowed_lateness) {
-                for (k, _) in self
+            let previous_wm = stored.saturating_sub(self.config.allowed_lateness);
+            if wm > previous_wm {
+                // Timers at or before the previous watermark have fired and
+                // every new timer lies after the watermark it was set at, so
+                // only (previous, current] can hold due timers; starting there
+                // also skips the tombstones of timers already fired.
+                let due = self
                     .store
-                    .scan(&state::timer_prefix(p), Some(&state::timer_end(p, wm)))?
-                {
+                    .scan_range(&state::timer_end(p, previous_wm), &state::timer_end(p, wm))?;
+                for (k, _) in due {
                     batch.delete(&k);
                     if let Some(c) = state::timer_citizen(&k, p) {
                         self.load(&mut work, p, &c)?;
