@@ -73,47 +73,6 @@ fn sigkill(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
-/// A record read back: partition, key, value, timestamp.
-type Located = (i32, Vec<u8>, Vec<u8>, i64);
-
-/// Every record of a topic with its partition.
-fn read_with_partitions(stack: &Stack, topic: &str) -> Result<Vec<Located>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let consumer: BaseConsumer = stack
-        .kafka
-        .consumer(
-            "crash-reader",
-            &format!("{}reader-{}", stack.kafka.namespace, uuid::Uuid::new_v4()),
-        )
-        .create()?;
-    let mut out = Vec::new();
-    for p in 0..stack.kafka.partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        if high <= low {
-            continue;
-        }
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
-        consumer.assign(&tpl)?;
-        let mut next = low;
-        while next < high {
-            let m = consumer
-                .poll(Duration::from_secs(10))
-                .context("timed out reading")??;
-            next = m.offset() + 1;
-            let ts = m.timestamp().to_millis().unwrap_or(0);
-            out.push((
-                m.partition(),
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-                ts,
-            ));
-        }
-    }
-    Ok(out)
-}
-
 /// The clean evaluation: every department record read back from Kafka,
 /// joined per citizen, evaluated by the engine at each partition's final
 /// watermark.
@@ -125,7 +84,13 @@ async fn clean_replay(
     let mut citizens: HashMap<(i32, String), CitizenEvents> = HashMap::new();
     let mut max_time: HashMap<i32, i64> = HashMap::new();
     for d in joinery_domain::Department::ALL {
-        for (p, key, payload, _) in read_with_partitions(stack, &stack.kafka.topic(&d.topic()))? {
+        for Record {
+            partition: p,
+            key,
+            value: payload,
+            ..
+        } in read_topic(&stack.kafka, &stack.kafka.topic(&d.topic()))?
+        {
             let (id, body) = unframe(&payload)?;
             let writer = registry.schema(id).await?;
             let t = EventType::from_avro_full_name(&record_name(&writer).unwrap_or_default())
@@ -210,9 +175,14 @@ async fn assert_equals_clean_replay(
 
     // Every citizen's newest view equals the clean evaluation.
     let mut newest: HashMap<String, MissionView> = HashMap::new();
-    for (_, key, payload, _) in
-        read_with_partitions(stack, &stack.kafka.topic("joinery.views.opportunity"))?
-    {
+    for Record {
+        key,
+        value: payload,
+        ..
+    } in read_topic(
+        &stack.kafka,
+        &stack.kafka.topic("joinery.views.opportunity"),
+    )? {
         let (id, body) = unframe(&payload)?;
         let writer = registry.schema(id).await?;
         let view = view_from_value(decode_value(&writer, catalog.view_schema(), body)?)?;
@@ -244,20 +214,49 @@ async fn assert_equals_clean_replay(
     Ok(())
 }
 
+/// A stack whose processor and projections the test runs as processes (so
+/// that it can SIGKILL them), with the event schemas registered and a
+/// producer for the load.
+struct Processes {
+    stack: Stack,
+    registry: RegistryClient,
+    catalog: Catalog,
+    ids: HashMap<EventType, u32>,
+    producer: FutureProducer,
+}
+
+impl Processes {
+    async fn start(test: &str) -> Result<Processes> {
+        let mut stack = Stack::start(test).await?;
+        for s in [stack.projections.take(), stack.processor.take()]
+            .into_iter()
+            .flatten()
+        {
+            s.stop().await?;
+        }
+        let registry = RegistryClient::new(&stack.registry_url);
+        let catalog = Catalog::load();
+        let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
+        let producer: FutureProducer = stack.kafka.producer(&format!("{test}-load")).create()?;
+        Ok(Processes {
+            stack,
+            registry,
+            catalog,
+            ids,
+            producer,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Result<()> {
-    let mut stack = Stack::start("crash").await?;
-    // This test runs its own processor and projections as processes.
-    for s in [stack.projections.take(), stack.processor.take()]
-        .into_iter()
-        .flatten()
-    {
-        s.stop().await?;
-    }
-    let registry = RegistryClient::new(&stack.registry_url);
-    let catalog = Catalog::load();
-    let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
-    let producer: FutureProducer = stack.kafka.producer("crash-load").create()?;
+    let Processes {
+        mut stack,
+        registry,
+        catalog,
+        ids,
+        producer,
+    } = Processes::start("crash").await?;
     let records = joinery_loadtests::education_journeys(1500, 7, PSEUDONYM_KEY)?;
     let proc_addr = format!(
         "127.0.0.1:{}",
@@ -317,17 +316,13 @@ fn free_addr() -> Result<String> {
 /// comes back and they rebalance again. The results equal a clean replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
-    let mut stack = Stack::start("rebalance").await?;
-    for s in [stack.projections.take(), stack.processor.take()]
-        .into_iter()
-        .flatten()
-    {
-        s.stop().await?;
-    }
-    let registry = RegistryClient::new(&stack.registry_url);
-    let catalog = Catalog::load();
-    let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
-    let producer: FutureProducer = stack.kafka.producer("rebalance-load").create()?;
+    let Processes {
+        mut stack,
+        registry,
+        catalog,
+        ids,
+        producer,
+    } = Processes::start("rebalance").await?;
     let records = joinery_loadtests::education_journeys(1200, 11, PSEUDONYM_KEY)?;
     let proj_addr = free_addr()?;
     stack.projections_url = format!("http://{proj_addr}");

@@ -61,7 +61,7 @@ async fn one_department_event_reaches_the_mission_metrics() -> Result<()> {
     // What reached Kafka is in the Confluent wire format and holds no raw identifier.
     let records = read_topic(&stack.kafka, &stack.kafka.topic("joinery.events.dfe"))?;
     assert_eq!(records.len(), 1);
-    let (key, value, _) = &records[0];
+    let Record { key, value, .. } = &records[0];
     assert_eq!(value[0], 0, "Confluent magic byte");
     for raw in ["AB123456C", "AB 12 34 56 C", "ab123456c"] {
         for bytes in [key, value] {
@@ -159,7 +159,12 @@ async fn undecodable_records_are_dead_lettered_and_processing_goes_on() -> Resul
 
     let dead = read_topic(&stack.kafka, &stack.kafka.topic("joinery.deadletter"))?;
     assert_eq!(dead.len(), 1, "exactly the bad record is dead-lettered");
-    let (key, value, headers) = &dead[0];
+    let Record {
+        key,
+        value,
+        headers,
+        ..
+    } = &dead[0];
     assert_eq!(key.as_slice(), b"not-a-citizen");
     assert_eq!(
         value.as_slice(),

@@ -297,7 +297,12 @@ pub fn education_exited(event_id: &str, nino: &str, date: &str) -> serde_json::V
 }
 
 /// A record read back: key, value and headers.
-pub type Record = (Vec<u8>, Vec<u8>, Vec<(String, String)>);
+pub struct Record {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
 
 /// Every (key, value, headers) on a topic, read from the beginning to the end.
 pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
@@ -344,11 +349,12 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
+            out.push(Record {
+                partition: m.partition(),
+                key: m.key().unwrap_or_default().to_vec(),
+                value: m.payload().unwrap_or_default().to_vec(),
                 headers,
-            ));
+            });
         }
     }
     Ok(out)
