@@ -186,6 +186,20 @@ enum Command {
     },
     /// Synthetic department feeds: citizens leaving education, some finding work.
     Demo(demo::DemoArgs),
+    /// Backfill or rebuild one mission over the whole retained log, while
+    /// live processing goes on; exits when it has caught up.
+    Rebuild {
+        #[command(flatten)]
+        common: Common,
+        /// The mission to evaluate.
+        mission: String,
+        /// Directory of the mission definitions.
+        #[arg(long, env = "JOINERY_MISSIONS_DIR", default_value = "missions")]
+        missions_dir: PathBuf,
+        /// Address of the rebuild's /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
 }
 
 fn pseudonymiser(file: Option<PathBuf>) -> anyhow::Result<Pseudonymiser> {
@@ -290,6 +304,28 @@ async fn main() -> anyhow::Result<()> {
                 missions_dir,
             };
             run_until_signal(|c| joinery_projections::run(config, c)).await
+        }
+        Command::Rebuild {
+            common,
+            mission,
+            missions_dir,
+            listen,
+        } => {
+            let data = tempfile::tempdir()?;
+            let mut config = joinery_processor::ProcessorConfig::local(
+                common.kafka(),
+                common.registry_url.clone(),
+                data.path().to_owned(),
+            );
+            config.listen = listen;
+            config.group = format!(
+                "joinery-rebuild-{mission}-{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S")
+            );
+            config.missions_dir = missions_dir;
+            config.only_mission = Some(mission);
+            config.stop_at_end = true;
+            run_until_signal(|c| joinery_processor::run(config, c)).await
         }
         Command::Demo(args) => {
             run_until_signal(|c| demo::run(args, c, Duration::from_secs(1))).await

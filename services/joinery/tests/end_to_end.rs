@@ -292,3 +292,90 @@ async fn the_gateway_refuses_bad_requests_with_a_reason() -> Result<()> {
     assert_eq!(r.status().as_u16(), 404);
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_mission_is_backfilled_from_the_log_by_rebuild() -> Result<()> {
+    let mut stack = Stack::start("e2e-rebuild").await?;
+    // The live processor predates safer_streets: its definitions lack it.
+    let old_defs = stack.dir.path().join("old-missions");
+    std::fs::create_dir_all(&old_defs)?;
+    for f in ["capabilities.toml", "opportunity.toml"] {
+        std::fs::copy(missions_dir().join(f), old_defs.join(f))?;
+    }
+    if let Some(p) = stack.processor.take() {
+        p.stop().await?;
+    }
+    stack.start_processor_with_missions(old_defs).await?;
+
+    let release = json!({"type": "moj.ReleasedFromCustody", "event_id": "6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+        "occurred_at": "2026-02-01", "nino": "MN123456A", "area_code": "E08000025",
+        "establishment_code": "MDI", "release_type": "LICENCE"});
+    let (s, body) = stack.post(MOJ_TOKEN, release).await?;
+    assert_eq!(s, 202, "{body}");
+    let (s, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "6f1e2d3c-0000-4978-8695-a4b3c2d1e0f9",
+                "MN123456A",
+                "2026-02-02",
+            ),
+        )
+        .await?;
+    assert_eq!(s, 202);
+    // The live processor has seen both events (the later one is counted).
+    stack
+        .wait_for_metrics("the live mission to count the leaver", |m| {
+            cohort(m) == Some(1)
+        })
+        .await?;
+    let (_, before) = stack
+        .mission_metrics("safer_streets", OPERATOR_TOKEN, "")
+        .await?;
+    assert_eq!(
+        before["total"]["cohort"]["value"], 0,
+        "nothing evaluated safer_streets yet: {before}"
+    );
+
+    // Backfill the new mission over the retained log; it stops by itself.
+    let data = tempfile::tempdir()?;
+    let mut config = joinery_processor::ProcessorConfig::local(
+        stack.kafka.clone(),
+        stack.registry_url.clone(),
+        data.path().to_owned(),
+    );
+    config.listen = "127.0.0.1:0".parse()?;
+    config.group = format!("{}rebuild-safer-streets", stack.kafka.namespace);
+    config.missions_dir = missions_dir();
+    config.only_mission = Some("safer_streets".into());
+    config.stop_at_end = true;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        joinery_processor::run(config, tokio_util::sync::CancellationToken::new()),
+    )
+    .await??;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, after) = stack
+            .mission_metrics("safer_streets", OPERATOR_TOKEN, "")
+            .await?;
+        if after["total"]["cohort"]["value"] == 1 {
+            let pending = &after["total"]["outcomes"]["proven_reoffence_12m"]["pending"]["value"];
+            assert_eq!(pending, 1, "{after}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backfill never reached the metrics: {after}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, live) = stack.metrics(OPERATOR_TOKEN, "").await?;
+    assert_eq!(
+        cohort(&live),
+        Some(1),
+        "the live mission is untouched by the rebuild"
+    );
+    stack.shutdown().await
+}

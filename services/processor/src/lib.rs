@@ -75,6 +75,11 @@ pub struct ProcessorConfig {
     pub max_batch: usize,
     /// RocksDB memory: shared block cache and memtable budget.
     pub store: StoreOptions,
+    /// Evaluate only this mission (a rebuild or backfill); `None` = all.
+    pub only_mission: Option<String>,
+    /// Stop once every department partition is consumed up to where it
+    /// ended at start-up (a rebuild), reporting progress as it goes.
+    pub stop_at_end: bool,
     /// Directory of the mission definitions (`capabilities.toml` and one file per mission).
     pub missions_dir: PathBuf,
 }
@@ -92,6 +97,8 @@ impl ProcessorConfig {
             max_batch: 1000,
             missions_dir: PathBuf::from("missions"),
             store: StoreOptions::default(),
+            only_mission: None,
+            stop_at_end: false,
         }
     }
 }
@@ -280,7 +287,18 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     let telemetry = Telemetry::new("processor");
     let health = Health::default();
     let listener = bind(config.listen).await?;
-    let missions = load_missions(&config.missions_dir)?;
+    let mut missions = load_missions(&config.missions_dir)?;
+    if let Some(only) = &config.only_mission {
+        let known: Vec<String> = missions.iter().map(|m| m.id.clone()).collect();
+        missions.retain(|m| &m.id == only);
+        if missions.is_empty() {
+            anyhow::bail!(
+                "unknown mission `{only}`; the definitions in {} are: {}",
+                config.missions_dir.display(),
+                known.join(", ")
+            );
+        }
+    }
     tracing::info!(missions = ?missions.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), "loaded mission definitions");
     ensure_topics(&config.kafka, &processor_topics(&config.kafka, &missions)).await?;
     let catalog = Catalog::load();
@@ -419,9 +437,63 @@ struct BatchWork {
 }
 
 impl Processor {
+    /// (topic, partition, low, high) of every department partition, for a rebuild's end.
+    fn log_ends(&self) -> anyhow::Result<Vec<(String, i32, i64, i64)>> {
+        let mut ends = Vec::new();
+        for d in Department::ALL {
+            let topic = self.config.kafka.topic(&d.topic());
+            for p in 0..self.config.kafka.partitions {
+                let (low, high) =
+                    self.consumer
+                        .fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+                ends.push((topic.clone(), p, low, high));
+            }
+        }
+        Ok(ends)
+    }
+
+    /// (records consumed, records to consume) towards the ends.
+    fn progress(&self, ends: &[(String, i32, i64, i64)]) -> anyhow::Result<(i64, i64)> {
+        let (mut done, mut total) = (0, 0);
+        for (topic, p, low, high) in ends {
+            let at = self.store.offset(topic, *p)?.unwrap_or(*low).min(*high);
+            done += at - low;
+            total += high - low;
+        }
+        Ok((done, total))
+    }
+
     async fn consume(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut last_gauges = Instant::now();
+        let ends = if self.config.stop_at_end {
+            Some(tokio::task::block_in_place(|| self.log_ends())?)
+        } else {
+            None
+        };
+        let mut last_progress = Instant::now();
         loop {
+            if let Some(ends) = &ends {
+                let (done, total) = self.progress(ends)?;
+                if last_progress.elapsed() > Duration::from_secs(2) || done >= total {
+                    let pct = if total == 0 {
+                        100.0
+                    } else {
+                        100.0 * done as f64 / total as f64
+                    };
+                    tracing::info!(
+                        done,
+                        total,
+                        "rebuild progress: {done} of {total} records ({pct:.0}%)"
+                    );
+                    last_progress = Instant::now();
+                }
+                if done >= total {
+                    tracing::info!(
+                        "rebuild complete: every partition consumed to where it ended at start-up"
+                    );
+                    return Ok(());
+                }
+            }
             let waiting = Instant::now();
             let first = tokio::select! {
                 () = cancel.cancelled() => break,

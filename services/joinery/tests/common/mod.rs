@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub const DFE_TOKEN: &str = "test-dfe-token";
 pub const HMRC_TOKEN: &str = "test-hmrc-token";
+pub const MOJ_TOKEN: &str = "test-moj-token";
 pub const BOARD_TOKEN: &str = "test-board-token";
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
 pub const PSEUDONYM_KEY: &[u8] = b"test-pseudonymisation-key-of-32-bytes!";
@@ -100,9 +101,10 @@ impl Stack {
         std::fs::write(
             &tokens,
             format!(
-                "{} department:dfe\n{} department:hmrc\n{} board:*\n{} operator\n",
+                "{} department:dfe\n{} department:hmrc\n{} department:moj\n{} board:*\n{} operator\n",
                 hash_token(DFE_TOKEN),
                 hash_token(HMRC_TOKEN),
+                hash_token(MOJ_TOKEN),
                 hash_token(BOARD_TOKEN),
                 hash_token(OPERATOR_TOKEN)
             ),
@@ -147,6 +149,11 @@ impl Stack {
     }
 
     pub async fn start_processor(&mut self) -> Result<()> {
+        self.start_processor_with_missions(missions_dir()).await
+    }
+
+    /// Starts the in-process processor with the mission definitions in `dir`.
+    pub async fn start_processor_with_missions(&mut self, dir: PathBuf) -> Result<()> {
         let mut config = joinery_processor::ProcessorConfig::local(
             self.kafka.clone(),
             self.registry_url.clone(),
@@ -154,7 +161,7 @@ impl Stack {
         );
         config.listen = self.processor_addr;
         config.group = format!("{}processor", self.kafka.namespace);
-        config.missions_dir = missions_dir();
+        config.missions_dir = dir;
         self.processor = Some(spawn(|c| joinery_processor::run(config, c)));
         self.wait_ready(&self.processor_url.clone()).await
     }
@@ -223,10 +230,19 @@ impl Stack {
     }
 
     pub async fn metrics(&self, token: &str, query: &str) -> Result<(u16, serde_json::Value)> {
+        self.mission_metrics("opportunity", token, query).await
+    }
+
+    pub async fn mission_metrics(
+        &self,
+        mission: &str,
+        token: &str,
+        query: &str,
+    ) -> Result<(u16, serde_json::Value)> {
         let r = self
             .http
             .get(format!(
-                "{}/v1/missions/opportunity/metrics{query}",
+                "{}/v1/missions/{mission}/metrics{query}",
                 self.projections_url
             ))
             .bearer_auth(token)
