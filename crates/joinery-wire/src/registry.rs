@@ -137,6 +137,19 @@ impl RegistryClient {
         })
     }
 
+    /// Reads a successful response's JSON body.
+    async fn body<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<T, RegistryError> {
+        resp.json()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })
+    }
+
     /// Registers `schema` under `subject` (idempotent for an identical
     /// schema) and returns its global id.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
@@ -148,13 +161,7 @@ impl RegistryClient {
             .send()
             .await;
         let resp = self.check(format!("registering {subject}"), resp).await?;
-        let body: IdBody = resp
-            .json()
-            .await
-            .map_err(|source| RegistryError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let body: IdBody = self.body(resp).await?;
         Ok(body.id)
     }
 
@@ -170,6 +177,33 @@ impl RegistryClient {
         self.check(format!("setting compatibility of {subject}"), resp)
             .await?;
         Ok(())
+    }
+
+    /// Sets the compatibility level of `subject` when one is given, then
+    /// registers `schema`; while the registry is starting or unreachable it
+    /// retries for up to 30 seconds before giving up.
+    pub async fn register_when_ready(
+        &self,
+        subject: &str,
+        schema: &str,
+        compatibility: Option<&str>,
+    ) -> Result<u32, RegistryError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = async {
+                if let Some(level) = compatibility {
+                    self.set_compatibility(subject, level).await?;
+                }
+                self.register(subject, schema).await
+            };
+            match attempt.await {
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "schema registry not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The writer schema with global id `id`, from the cache or the registry.
@@ -188,13 +222,7 @@ impl RegistryClient {
             .send()
             .await;
         let resp = self.check(format!("schema id {id}"), resp).await?;
-        let body: SchemaBody = resp
-            .json()
-            .await
-            .map_err(|source| RegistryError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let body: SchemaBody = self.body(resp).await?;
         let schema = Arc::new(Schema::parse_str(&body.schema).map_err(|e| {
             RegistryError::InvalidSchema {
                 id,

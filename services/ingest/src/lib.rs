@@ -118,26 +118,17 @@ pub async fn register_event_schemas(
     kafka: &KafkaSettings,
     registry: &RegistryClient,
     catalog: &Catalog,
-    cancel: &CancellationToken,
 ) -> anyhow::Result<HashMap<EventType, u32>> {
     let mut ids = HashMap::new();
     for t in EventType::ALL {
         let subject = event_subject(&kafka.topic(&t.department().topic()), t);
-        let mut attempt = 0u32;
-        let id = loop {
-            match registry
-                .register(&subject, catalog.event_schema_text(t))
-                .await
-            {
-                Ok(id) => break id,
-                Err(e) if e.is_retryable() && attempt < 60 && !cancel.is_cancelled() => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, "schema registry not ready; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let id = registry
+            .register_when_ready(
+                &subject,
+                catalog.event_schema_text(t),
+                Some("FULL_TRANSITIVE"),
+            )
+            .await?;
         ids.insert(t, id);
     }
     Ok(ids)
@@ -153,7 +144,7 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
     ensure_topics(&config.kafka, &department_topics(&config.kafka)).await?;
     let catalog = Catalog::load();
     let registry = RegistryClient::new(&config.registry_url);
-    let schema_ids = register_event_schemas(&config.kafka, &registry, &catalog, &cancel).await?;
+    let schema_ids = register_event_schemas(&config.kafka, &registry, &catalog).await?;
     let producer: FutureProducer = config
         .kafka
         .producer("joinery-ingest")

@@ -73,6 +73,20 @@ async fn one_department_event_reaches_the_mission_metrics() -> Result<()> {
     }
     assert_eq!(key.len(), 64, "the key is the 64-hex-character citizen_key");
 
+    // Department subjects are held to FULL_TRANSITIVE by the gateway.
+    let subject = format!(
+        "{}-gov.joinery.dfe.EducationExited",
+        stack.kafka.topic("joinery.events.dfe")
+    );
+    let config: serde_json::Value = stack
+        .http
+        .get(format!("{}/config/{subject}", stack.registry_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(config, json!({"compatibilityLevel": "FULL_TRANSITIVE"}));
+
     for base in [
         &stack.registry_url,
         &stack.ingest_url,

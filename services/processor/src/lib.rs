@@ -306,8 +306,9 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     let mut view_schema_id = 0;
     for m in &missions {
         let subject = format!("{}-value", config.kafka.topic(&view_topic(m.id())));
-        view_schema_id =
-            register_with_retry(&registry, &subject, catalog.view_schema_text(), &cancel).await?;
+        view_schema_id = registry
+            .register_when_ready(&subject, catalog.view_schema_text(), None)
+            .await?;
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.data_dir, &config.store)?);
@@ -392,26 +393,6 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     let loop_cancel = cancel.clone();
     sup.spawn("consume", async move { p.consume(loop_cancel).await });
     sup.run(Duration::from_secs(15)).await
-}
-
-async fn register_with_retry(
-    registry: &RegistryClient,
-    subject: &str,
-    schema: &str,
-    cancel: &CancellationToken,
-) -> anyhow::Result<u32> {
-    let mut attempt = 0;
-    loop {
-        match registry.register(subject, schema).await {
-            Ok(id) => return Ok(id),
-            Err(e) if e.is_retryable() && attempt < 60 && !cancel.is_cancelled() => {
-                attempt += 1;
-                tracing::warn!(error = %e, "schema registry not ready; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// A view's version: the watermark it was evaluated at (ms, 42 bits) then
