@@ -5,9 +5,12 @@
 //! ```text
 //! joinery registry | ingest | processor | projections   run one service
 //! joinery demo                                          synthetic department feeds
+//! joinery publish events.ndjson                         publish a file as a department
+//! joinery rebuild <mission>                             backfill a mission from the log
 //! ```
 
 mod demo;
+mod publish;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -186,6 +189,8 @@ enum Command {
     },
     /// Synthetic department feeds: citizens leaving education, some finding work.
     Demo(demo::DemoArgs),
+    /// Publish an NDJSON file of events through the ingest gateway, as a department.
+    Publish(publish::PublishArgs),
     /// Backfill or rebuild one mission over the whole retained log, while
     /// live processing goes on; exits when it has caught up.
     Rebuild {
@@ -326,6 +331,13 @@ async fn main() -> anyhow::Result<()> {
             config.only_mission = Some(mission);
             config.stop_at_end = true;
             run_until_signal(|c| joinery_processor::run(config, c)).await
+        }
+        Command::Publish(args) => {
+            if publish::run(args).await?.all_accepted() {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Demo(args) => {
             run_until_signal(|c| demo::run(args, c, Duration::from_secs(1))).await

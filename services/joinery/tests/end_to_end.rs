@@ -393,3 +393,47 @@ async fn a_new_mission_is_backfilled_from_the_log_by_rebuild() -> Result<()> {
     );
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joinery_publish_sends_a_file_and_reports_bad_lines() -> Result<()> {
+    let stack = Stack::start("e2e-publish").await?;
+    let mut lines = Vec::new();
+    for (i, nino) in ["PA000001A", "PA000002A", "PA000003A"].iter().enumerate() {
+        let mut e = education_exited(
+            &format!("1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5{i}"),
+            nino,
+            "2026-03-0{i}1",
+        );
+        if i == 1 {
+            // A good event after a bad line still goes through.
+            lines.push(json!({"type": "dfe.EducationExited", "event_id": "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a59", "nino": "PA000009A", "occurred_at": "yesterday"}).to_string());
+        }
+        e["occurred_at"] = json!(format!("2026-03-0{}", i + 1));
+        lines.push(e.to_string());
+    }
+    let file = stack.dir.path().join("events.ndjson");
+    std::fs::write(&file, lines.join("\n\n") + "\n")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_joinery"))
+        .args(["publish", file.to_str().unwrap_or_default(), "--batch", "2"])
+        .env("JOINERY_INGEST_URL", &stack.ingest_url)
+        .env("JOINERY_TOKEN", DFE_TOKEN)
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a rejected line makes the exit status 1; {stdout} {stderr}"
+    );
+    assert!(stdout.contains("3 accepted, 1 rejected"), "{stdout}");
+    assert!(
+        stderr.contains("line 3: occurred_at") && stderr.contains("provider_urn"),
+        "the bad line is reported by its line number: {stderr}"
+    );
+    stack
+        .wait_for_metrics("the three published leavers", |m| cohort(m) == Some(3))
+        .await?;
+    stack.shutdown().await
+}
