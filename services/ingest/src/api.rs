@@ -254,8 +254,16 @@ async fn limit_exceeded(limit: usize) -> Response {
     )
 }
 
+/// The OpenAPI document of this API.
+const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 pub(crate) fn router(g: Arc<Gateway>, max_body: usize) -> Router {
     Router::new()
+        .route("/openapi.json", axum::routing::get(openapi))
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::map_response(

@@ -73,6 +73,18 @@ async fn one_department_event_reaches_the_mission_metrics() -> Result<()> {
     }
     assert_eq!(key.len(), 64, "the key is the 64-hex-character citizen_key");
 
+    // Each API serves its OpenAPI document (validated by tests/python).
+    for base in [&stack.ingest_url, &stack.projections_url] {
+        let doc: serde_json::Value = stack
+            .http
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
+
     // Department subjects are held to FULL_TRANSITIVE by the gateway.
     let subject = format!(
         "{}-gov.joinery.dfe.EducationExited",

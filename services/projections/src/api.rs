@@ -234,9 +234,17 @@ async fn board(State(s): State<Arc<Shared>>) -> Html<String> {
     Html(html)
 }
 
+/// The OpenAPI document of this API.
+const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 pub(crate) fn router(s: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(board))
+        .route("/openapi.json", get(openapi))
         .route("/v1/missions", get(list))
         .route("/v1/missions/{mission}/metrics", get(mission_metrics))
         .with_state(s)
