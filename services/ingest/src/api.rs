@@ -281,3 +281,91 @@ pub(crate) fn router(g: Arc<Gateway>, max_body: usize) -> Router {
         ))
         .with_state(g)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_str(ct).expect("valid header"),
+        );
+        h
+    }
+
+    #[test]
+    fn deep_nesting_and_bad_utf8_are_refused_not_crashed() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let err =
+            parse_body(&headers("application/json"), &Bytes::from(deep)).expect_err("too deep");
+        assert_eq!(err.0, StatusCode::BAD_REQUEST);
+        let err = parse_body(
+            &headers("application/json"),
+            &Bytes::from_static(b"{\"a\": \"\xff\"}"),
+        )
+        .expect_err("not UTF-8");
+        assert!(err.1.contains("UTF-8"), "{}", err.1);
+        let err = parse_body(&headers("text/csv"), &Bytes::from_static(b"a,b")).expect_err("csv");
+        assert_eq!(err.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    fn json_value() -> impl Strategy<Value = Json_> {
+        let leaf = prop_oneof![
+            Just(Json_::Null),
+            any::<bool>().prop_map(Json_::Bool),
+            any::<i64>().prop_map(Json_::from),
+            "[ -~]{0,12}".prop_map(Json_::String),
+            prop_oneof![
+                Just("dfe.EducationExited"),
+                Just("hmrc.EmploymentStarted"),
+                Just("nope")
+            ]
+            .prop_map(|s| Json_::String(s.into())),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Json_::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("type".to_owned()),
+                        Just("event_id".to_owned()),
+                        Just("nino".to_owned()),
+                        Just("occurred_at".to_owned()),
+                        Just("level".to_owned()),
+                        "[a-z_]{1,8}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Json_::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_request_parser_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), ndjson in any::<bool>()) {
+            let ct = if ndjson { "application/x-ndjson" } else { "application/json" };
+            let _ = parse_body(&headers(ct), &Bytes::from(bytes));
+        }
+
+        #[test]
+        fn conversion_never_panics_and_always_explains_a_refusal(value in json_value()) {
+            let catalog = joinery_wire::Catalog::load();
+            let p = joinery_domain::Pseudonymiser::new(vec![3u8; 32]).expect("key");
+            let text = value.to_string();
+            if let Ok(items) = parse_body(&headers("application/json"), &Bytes::from(text)) {
+                for item in items {
+                    if let Err(errors) = convert(&item, |t| catalog.event_schema(t).clone(), &p, 0) {
+                        prop_assert!(!errors.is_empty());
+                        prop_assert!(errors.iter().all(|e| !e.field.is_empty() && !e.message.is_empty()));
+                    }
+                }
+            }
+        }
+    }
+}
