@@ -65,7 +65,10 @@ start() {
   if ours_running; then log "broker process $(cat "$PID_FILE") is starting"; else
     mkdir -p "$DATA_DIR" "$LOG_DIR"
     local props="$JOINERY_STATE_DIR/kafka/server.properties"
-    { cat "$here/kafka/server.properties"; echo "log.dirs=$DATA_DIR"; } > "$props"
+    # Ports follow JOINERY_KAFKA_BROKERS; the controller listens on the next port.
+    sed -e "s/127.0.0.1:9093/$HOST:$((PORT + 1))/g" -e "s/127.0.0.1:9092/$HOST:$PORT/g" \
+      "$here/kafka/server.properties" > "$props"
+    echo "log.dirs=$DATA_DIR" >> "$props"
     if [ ! -f "$DATA_DIR/meta.properties" ]; then
       log "formatting KRaft storage in $DATA_DIR"
       run_class kafka.tools.StorageTool format --standalone -t "$(run_class kafka.tools.StorageTool random-uuid)" \

@@ -217,7 +217,7 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
     let mut results = Vec::with_capacity(pending.len());
     let mut failed = None;
     for (index, event_id, t, fut) in pending {
-        match tokio::time::timeout(Duration::from_secs(35), fut).await {
+        match tokio::time::timeout(g.delivery_timeout + Duration::from_secs(5), fut).await {
             Ok(Ok(Ok(_))) => {
                 g.metrics
                     .events
@@ -227,7 +227,12 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
             }
             Ok(Ok(Err((e, _)))) => failed = Some(e.to_string()),
             Ok(Err(_)) => failed = Some("delivery cancelled".into()),
-            Err(_) => failed = Some("no acknowledgement within 35 s".into()),
+            Err(_) => {
+                failed = Some(format!(
+                    "no acknowledgement within {} s",
+                    g.delivery_timeout.as_secs() + 5
+                ))
+            }
         }
     }
     if let Some(reason) = failed {

@@ -49,6 +49,9 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most events accepted in one request.
     pub max_batch: usize,
+    /// How long Kafka may take to acknowledge an event before the request
+    /// is answered 503 (the producer's `message.timeout.ms`).
+    pub delivery_timeout: Duration,
 }
 
 /// Metrics of the gateway.
@@ -96,6 +99,7 @@ pub(crate) struct Gateway {
     pub(crate) metrics: IngestMetrics,
     pub(crate) max_batch: usize,
     pub(crate) kafka: KafkaSettings,
+    pub(crate) delivery_timeout: Duration,
 }
 
 /// The department topics, all with the same partition count.
@@ -149,6 +153,10 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
         .kafka
         .producer("joinery-ingest")
         .set("queue.buffering.max.messages", "100000")
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
         .create()?;
     let gateway = Arc::new(Gateway {
         catalog,
@@ -159,6 +167,7 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
         metrics: IngestMetrics::new(&telemetry),
         max_batch: config.max_batch,
         kafka: config.kafka.clone(),
+        delivery_timeout: config.delivery_timeout,
     });
     health.set_ready(true);
     let router = api::router(Arc::clone(&gateway), config.max_body_bytes)

@@ -106,6 +106,13 @@ enum Command {
         /// Most events in one request.
         #[arg(long, env = "JOINERY_INGEST_MAX_BATCH", default_value_t = 5000)]
         max_batch: usize,
+        /// Milliseconds Kafka may take to acknowledge an event before the request gets a 503.
+        #[arg(
+            long,
+            env = "JOINERY_INGEST_DELIVERY_TIMEOUT_MS",
+            default_value_t = 30_000
+        )]
+        delivery_timeout_ms: u64,
     },
     /// Stream processor (operator endpoints on :8089).
     Processor {
@@ -245,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ingest {
             common,
+            delivery_timeout_ms,
             listen,
             tokens,
             pseudonym_key_file,
@@ -259,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
                 pseudonymiser: pseudonymiser(pseudonym_key_file)?,
                 max_body_bytes,
                 max_batch,
+                delivery_timeout: Duration::from_millis(delivery_timeout_ms),
             };
             run_until_signal(|c| joinery_ingest::run(config, c)).await
         }

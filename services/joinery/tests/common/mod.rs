@@ -28,6 +28,23 @@ pub const BOARD_TOKEN: &str = "test-board-token";
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
 pub const PSEUDONYM_KEY: &[u8] = b"test-pseudonymisation-key-of-32-bytes!";
 
+/// What a test may change about its stack.
+pub struct StackOptions {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The gateway's delivery timeout.
+    pub delivery_timeout: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            brokers: brokers(),
+            delivery_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 pub fn brokers() -> String {
     std::env::var("JOINERY_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
@@ -84,6 +101,10 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(test: &str) -> Result<Stack> {
+        Stack::start_with(test, StackOptions::default()).await
+    }
+
+    pub async fn start_with(test: &str, options: StackOptions) -> Result<Stack> {
         joinery_runtime::telemetry::init_tracing();
         let unique = format!(
             "{test}-{}-{}.",
@@ -91,7 +112,7 @@ impl Stack {
             uuid::Uuid::new_v4().simple()
         );
         let kafka = KafkaSettings {
-            brokers: brokers(),
+            brokers: options.brokers.clone(),
             partitions: 3,
             replication: 1,
             namespace: unique,
@@ -140,6 +161,7 @@ impl Stack {
             pseudonymiser: Pseudonymiser::new(PSEUDONYM_KEY.to_vec())?,
             max_body_bytes: 1 << 20,
             max_batch: 1000,
+            delivery_timeout: options.delivery_timeout,
         };
         stack.ingest = Some(spawn(|c| joinery_ingest::run(config, c)));
         stack.wait_ready(&stack.ingest_url.clone()).await?;
