@@ -214,6 +214,12 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
             }
         }
     }
+    {
+        use rdkafka::producer::Producer;
+        g.metrics
+            .queue_depth
+            .set(i64::from(g.producer.in_flight_count()));
+    }
     let mut results = Vec::with_capacity(pending.len());
     let mut failed = None;
     for (index, event_id, t, fut) in pending {
@@ -267,10 +273,16 @@ async fn openapi() -> Response {
 }
 
 pub(crate) fn router(g: Arc<Gateway>, max_body: usize) -> Router {
+    // Never a hung request: the delivery wait is bounded, and so is the whole request.
+    let request_timeout = g.delivery_timeout + Duration::from_secs(10);
     Router::new()
         .route("/openapi.json", axum::routing::get(openapi))
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(axum::middleware::map_response(
             move |r: Response| async move {
                 if r.status() == StatusCode::PAYLOAD_TOO_LARGE

@@ -59,6 +59,7 @@ pub struct IngestConfig {
 pub(crate) struct IngestMetrics {
     pub(crate) events: prometheus::IntCounterVec,
     pub(crate) request_seconds: prometheus::HistogramVec,
+    pub(crate) queue_depth: prometheus::IntGauge,
 }
 
 impl IngestMetrics {
@@ -71,6 +72,13 @@ impl IngestMetrics {
                         "Events received by the gateway, by department, event type, outcome (accepted or rejected) and reason",
                     ),
                     &["department", "event_type", "outcome", "reason"],
+                )
+                .expect("valid metric"),
+            ),
+            queue_depth: t.register(
+                prometheus::IntGauge::new(
+                    "joinery_ingest_producer_queue_messages",
+                    "Events handed to the Kafka producer and not yet acknowledged",
                 )
                 .expect("valid metric"),
             ),

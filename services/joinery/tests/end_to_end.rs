@@ -298,6 +298,59 @@ async fn the_gateway_refuses_bad_requests_with_a_reason() -> Result<()> {
         "all-or-nothing: nothing produced"
     );
 
+    let too_many: Vec<serde_json::Value> = (0..1001)
+        .map(|i| {
+            education_exited(
+                &format!("00000000-0000-4000-8000-{i:012}"),
+                "AB123456C",
+                "2026-05-05",
+            )
+        })
+        .collect();
+    let (status, body) = stack.post(DFE_TOKEN, json!(too_many)).await?;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("limit is 1000")),
+        "{body}"
+    );
+    let r = stack
+        .http
+        .post(format!("{}/v1/events", stack.ingest_url))
+        .bearer_auth(DFE_TOKEN)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 413);
+    assert!(
+        r.text().await?.contains("exceeds"),
+        "the body limit is stated"
+    );
+
+    // A token added to the token file works without a restart.
+    let (status, _) = stack.post("a-new-dfe-token", event.clone()).await?;
+    assert_eq!(status, 401);
+    let mut tokens = std::fs::read_to_string(&stack.tokens)?;
+    tokens.push_str(&format!(
+        "{} department:dfe\n",
+        joinery_runtime::auth::hash_token("a-new-dfe-token")
+    ));
+    std::fs::write(&stack.tokens, tokens)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (status, body) = stack.post("a-new-dfe-token", event.clone()).await?;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new token was never accepted: {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
     let (status, body) = stack.metrics(BOARD_TOKEN, "?group_by=colour").await?;
     assert_eq!(status, 400);
     assert!(
