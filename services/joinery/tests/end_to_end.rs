@@ -58,6 +58,12 @@ async fn one_department_event_reaches_the_mission_metrics() -> Result<()> {
         "{text}"
     );
 
+    let text = stack.prometheus_text(&stack.processor_url).await?;
+    assert!(
+        text.contains("joinery_event_to_view_seconds_count{mission=\"opportunity\"} 1"),
+        "{text}"
+    );
+
     // What reached Kafka is in the Confluent wire format and holds no raw identifier.
     let records = read_topic(&stack.kafka, &stack.kafka.topic("joinery.events.dfe"))?;
     assert_eq!(records.len(), 1);

@@ -124,6 +124,7 @@ struct Metrics {
     events: prometheus::IntCounterVec,
     dead_letters: prometheus::IntCounterVec,
     views: prometheus::IntCounterVec,
+    event_to_view: prometheus::HistogramVec,
     batch_seconds: prometheus::Histogram,
     batch_records: prometheus::Histogram,
     idle_seconds: prometheus::Counter,
@@ -155,6 +156,17 @@ impl Metrics {
                         "Records sent to the dead-letter topic, by source topic and reason",
                     ),
                     &["topic", "reason"],
+                )
+                .expect("valid"),
+            ),
+            event_to_view: t.register(
+                prometheus::HistogramVec::new(
+                    prometheus::HistogramOpts::new(
+                        "joinery_event_to_view_seconds",
+                        "Time from a department event being produced to Kafka to the changed view being written by the processor",
+                    )
+                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+                    &["mission"],
                 )
                 .expect("valid"),
             ),
@@ -747,6 +759,13 @@ impl Processor {
                     headers: vec![],
                 });
                 self.metrics.views.with_label_values(&[mission.id()]).inc();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                self.metrics
+                    .event_to_view
+                    .with_label_values(&[mission.id()])
+                    .observe((now - record.ingested_at).max(0) as f64 / 1000.0);
                 record.views.insert(
                     mission.id().into(),
                     state::Published {
