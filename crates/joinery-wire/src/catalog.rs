@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use apache_avro::Schema;
-use joinery_domain::{Department, EventType};
+use joinery_domain::EventType;
 
 /// The subject of the view topic's value schema for `mission`.
 pub fn view_subject(mission: &str) -> String {
@@ -85,11 +85,6 @@ impl Catalog {
     /// The mission view `.avsc` text.
     pub fn view_schema_text(&self) -> &'static str {
         VIEW_SOURCE
-    }
-
-    /// The event types a department topic may carry.
-    pub fn event_types_of(&self, department: Department) -> Vec<EventType> {
-        department.event_types().collect()
     }
 }
 
