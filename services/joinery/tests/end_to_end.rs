@@ -154,6 +154,26 @@ async fn a_resent_event_counts_once_and_sustained_employment_is_achieved() -> Re
         m["total"]["outcomes"]["sustained_employment_180d"]["days_to_achieve"]["median_days"],
         22
     );
+    // Cohort-month ranges.
+    let (s, jan) = stack
+        .metrics(
+            OPERATOR_TOKEN,
+            "?from=2026-01&to=2026-01&group_by=cohort_month",
+        )
+        .await?;
+    assert_eq!((s, cohort(&jan)), (200, Some(1)), "{jan}");
+    assert_eq!(jan["groups"][0]["key"], "2026-01");
+    let (_, later) = stack.metrics(OPERATOR_TOKEN, "?from=2026-02").await?;
+    assert_eq!(cohort(&later), Some(0), "{later}");
+    for bad in [
+        "?from=2026-13",
+        "?from=2026-03&to=2026-01",
+        "?from=2026-01&group_by=area",
+    ] {
+        let (s, body) = stack.metrics(OPERATOR_TOKEN, bad).await?;
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
     stack.shutdown().await
 }
 

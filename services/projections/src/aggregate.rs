@@ -62,6 +62,20 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds another group's counts to these (e.g. several cohort months).
+    pub fn merge(&mut self, other: &Counts) {
+        self.cohort += other.cohort;
+        for (name, o) in &other.outcomes {
+            let mine = self.outcomes.entry(name.clone()).or_default();
+            mine.pending += o.pending;
+            mine.achieved += o.achieved;
+            mine.not_achieved += o.not_achieved;
+            for (days, n) in &o.durations {
+                *mine.durations.entry(*days).or_default() += n;
+            }
+        }
+    }
+
     fn add(&mut self, c: &Contribution, sign: i64) {
         self.cohort += sign;
         for (name, status, days) in &c.outcomes {
@@ -196,6 +210,33 @@ mod tests {
             0
         ));
         assert_eq!(m, before);
+    }
+
+    #[test]
+    fn merging_months_adds_counts_and_durations() {
+        let mut a = MissionMetrics::default();
+        a.apply(None, &c(1, OutcomeState::Achieved, Some(10)), 0);
+        let mut b = MissionMetrics::default();
+        b.apply(None, &c(1, OutcomeState::Achieved, Some(10)), 0);
+        b.apply(
+            None,
+            &Contribution {
+                version: 1,
+                in_cohort: true,
+                area_code: None,
+                cohort_month: None,
+                outcomes: vec![("o".into(), OutcomeState::Pending, None)],
+            },
+            0,
+        );
+        let mut total = Counts::default();
+        total.merge(&a.total);
+        total.merge(&b.total);
+        let o = &total.outcomes["o"];
+        assert_eq!(
+            (total.cohort, o.achieved, o.pending, o.durations[&10]),
+            (3, 2, 1, 2)
+        );
     }
 
     #[test]

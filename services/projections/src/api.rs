@@ -120,6 +120,25 @@ async fn list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 #[derive(Deserialize)]
 struct MetricsQuery {
     group_by: Option<String>,
+    /// First cohort month (YYYY-MM) to include.
+    from: Option<String>,
+    /// Last cohort month (YYYY-MM) to include.
+    to: Option<String>,
+}
+
+fn month(name: &str, value: Option<&str>) -> Result<Option<String>, String> {
+    match value {
+        None => Ok(None),
+        Some(v)
+            if v.len() == 7
+                && chrono::NaiveDate::parse_from_str(&format!("{v}-01"), "%Y-%m-%d").is_ok() =>
+        {
+            Ok(Some(v.to_owned()))
+        }
+        Some(v) => Err(format!(
+            "`{name}={v}` is not a cohort month; use YYYY-MM, e.g. {name}=2026-01"
+        )),
+    }
 }
 
 async fn mission_metrics(
@@ -149,11 +168,45 @@ async fn mission_metrics(
         );
     }
     let exact = p == Principal::Operator;
+    let (from, to) = match (
+        month("from", q.from.as_deref()),
+        month("to", q.to.as_deref()),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if let (Some(f), Some(t)) = (&from, &to) {
+        if f > t {
+            return error(StatusCode::BAD_REQUEST, format!("from={f} is after to={t}"));
+        }
+    }
+    let in_range = |k: &String| {
+        k != "unknown" && from.as_ref().is_none_or(|f| k >= f) && to.as_ref().is_none_or(|t| k <= t)
+    };
+    let ranged = from.is_some() || to.is_some();
     let mut body = headline(&s, &mission, m, exact);
+    if ranged {
+        let mut total = Counts::default();
+        for (_, c) in m.by_month.iter().filter(|(k, _)| in_range(k)) {
+            total.merge(c);
+        }
+        body["total"] = counts_json(&s, &total, exact);
+        body["from"] = json!(from);
+        body["to"] = json!(to);
+    }
+    let by_month_in_range: std::collections::BTreeMap<String, Counts> = m
+        .by_month
+        .iter()
+        .filter(|(k, _)| !ranged || in_range(k))
+        .map(|(k, c)| (k.clone(), c.clone()))
+        .collect();
     let groups = match q.group_by.as_deref() {
         None => None,
+        Some("area") if ranged => {
+            return error(StatusCode::BAD_REQUEST, "group_by=area cannot be combined with from/to: areas are aggregated over all cohort months; use group_by=cohort_month with from/to, or group_by=area alone");
+        }
         Some("area") => Some(&m.by_area),
-        Some("cohort_month") => Some(&m.by_month),
+        Some("cohort_month") => Some(&by_month_in_range),
         Some(other) => {
             return error(StatusCode::BAD_REQUEST, format!("group_by `{other}` is not supported; use group_by=area or group_by=cohort_month"));
         }
