@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -88,14 +88,51 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, (StatusCo
     }
 }
 
+/// Reads the body up to `max` bytes. A larger body is still read (up to four
+/// times the limit) and discarded, so that the client gets the 413 rather
+/// than a connection reset halfway through its upload.
+async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, Response> {
+    use futures::StreamExt;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {max} bytes: split the batch"),
+        )
+    };
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= max {
+            buf.extend_from_slice(&chunk);
+        } else if seen > max.saturating_mul(4) {
+            return Err(too_large());
+        }
+    }
+    if seen > max {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(buf))
+}
+
 async fn post_events(
     State(g): State<Arc<Gateway>>,
     Query(params): Query<Params>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
-    let resp = handle(&g, params, &headers, &body).await;
+    let resp = match read_body(body, g.max_body).await {
+        Ok(body) => handle(&g, params, &headers, &body).await,
+        Err(r) => r,
+    };
     g.metrics
         .request_seconds
         .with_label_values(&[resp.status().as_str()])
@@ -258,13 +295,6 @@ fn overloaded(message: String) -> Response {
     r
 }
 
-async fn limit_exceeded(limit: usize) -> Response {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body exceeds {limit} bytes: split the batch"),
-    )
-}
-
 /// The OpenAPI document of this API.
 const OPENAPI: &str = include_str!("../api/openapi.json");
 
@@ -272,29 +302,15 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-pub(crate) fn router(g: Arc<Gateway>, max_body: usize) -> Router {
+pub(crate) fn router(g: Arc<Gateway>) -> Router {
     // Never a hung request: the delivery wait is bounded, and so is the whole request.
     let request_timeout = g.delivery_timeout + Duration::from_secs(10);
     Router::new()
         .route("/openapi.json", axum::routing::get(openapi))
         .route("/v1/events", post(post_events))
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
-        ))
-        .layer(axum::middleware::map_response(
-            move |r: Response| async move {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE
-                    && r.headers()
-                        .get(header::CONTENT_TYPE)
-                        .is_some_and(|c| c.as_bytes().starts_with(b"text/plain"))
-                {
-                    limit_exceeded(max_body).await
-                } else {
-                    r
-                }
-            },
         ))
         .with_state(g)
 }

@@ -108,6 +108,7 @@ pub(crate) struct Gateway {
     pub(crate) max_batch: usize,
     pub(crate) kafka: KafkaSettings,
     pub(crate) delivery_timeout: Duration,
+    pub(crate) max_body: usize,
 }
 
 /// The department topics, all with the same partition count.
@@ -176,10 +177,10 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
         max_batch: config.max_batch,
         kafka: config.kafka.clone(),
         delivery_timeout: config.delivery_timeout,
+        max_body: config.max_body_bytes,
     });
     health.set_ready(true);
-    let router = api::router(Arc::clone(&gateway), config.max_body_bytes)
-        .merge(ops_router(health, telemetry));
+    let router = api::router(Arc::clone(&gateway)).merge(ops_router(health, telemetry));
     serve(listener, router, cancel).await?;
     // Flush what is queued so that nothing acknowledged is lost on shutdown.
     use rdkafka::producer::Producer;
