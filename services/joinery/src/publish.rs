@@ -42,6 +42,26 @@ pub(crate) struct Summary {
     rejected: u64,
 }
 
+/// Prints each rejected event's errors by file line; returns how many were rejected.
+fn report_rejected(json: &Value, lines: &[(usize, String)]) -> u64 {
+    let mut rejected = 0;
+    for r in json["rejected"].as_array().into_iter().flatten() {
+        rejected += 1;
+        let line = r["index"]
+            .as_u64()
+            .and_then(|i| lines.get(i as usize))
+            .map_or(0, |(n, _)| *n);
+        for e in r["errors"].as_array().into_iter().flatten() {
+            eprintln!(
+                "line {line}: {}: {}",
+                e["field"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    rejected
+}
+
 async fn send(
     http: &reqwest::Client,
     args: &PublishArgs,
@@ -87,20 +107,7 @@ async fn send(
         match status {
             202 => {
                 summary.accepted += json["accepted"].as_u64().unwrap_or(0);
-                for r in json["rejected"].as_array().into_iter().flatten() {
-                    summary.rejected += 1;
-                    let line = r["index"]
-                        .as_u64()
-                        .and_then(|i| lines.get(i as usize))
-                        .map_or(0, |(n, _)| *n);
-                    for e in r["errors"].as_array().into_iter().flatten() {
-                        eprintln!(
-                            "line {line}: {}: {}",
-                            e["field"].as_str().unwrap_or("?"),
-                            e["message"].as_str().unwrap_or("?")
-                        );
-                    }
-                }
+                summary.rejected += report_rejected(&json, lines);
                 return Ok(());
             }
             400 => {
@@ -112,19 +119,7 @@ async fn send(
                     first + lines.len() - 1,
                     json["error"].as_str().unwrap_or("(no message)")
                 );
-                for r in json["rejected"].as_array().into_iter().flatten() {
-                    let line = r["index"]
-                        .as_u64()
-                        .and_then(|i| lines.get(i as usize))
-                        .map_or(0, |(n, _)| *n);
-                    for e in r["errors"].as_array().into_iter().flatten() {
-                        eprintln!(
-                            "line {line}: {}: {}",
-                            e["field"].as_str().unwrap_or("?"),
-                            e["message"].as_str().unwrap_or("?")
-                        );
-                    }
-                }
+                report_rejected(&json, lines);
                 return Ok(());
             }
             _ => anyhow::bail!(

@@ -196,24 +196,22 @@ async fn lookup(
     ok(version_json(&state, &subject, v))
 }
 
-async fn schema_by_id(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+/// The text of schema `id` (as it appears in the path), or 40403.
+fn schema_text(s: &Shared, id: &str) -> Result<String, ApiError> {
     let state = s.log.state.lock().expect("state lock");
-    let stored = id
-        .parse::<u32>()
+    id.parse::<u32>()
         .ok()
         .and_then(|id| state.schema(id))
-        .ok_or_else(schema_not_found)?;
-    ok(json!({"schema": stored.text}))
+        .map(|stored| stored.text.clone())
+        .ok_or_else(schema_not_found)
+}
+
+async fn schema_by_id(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+    ok(json!({"schema": schema_text(&s, &id)?}))
 }
 
 async fn raw_schema_by_id(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
-    let stored = id
-        .parse::<u32>()
-        .ok()
-        .and_then(|id| state.schema(id))
-        .ok_or_else(schema_not_found)?;
-    Ok(([(header::CONTENT_TYPE, CT)], stored.text.clone()).into_response())
+    Ok(([(header::CONTENT_TYPE, CT)], schema_text(&s, &id)?).into_response())
 }
 
 async fn schema_versions(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
