@@ -428,7 +428,9 @@ mod tests {
 
     #[test]
     fn the_repository_missions_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions");
+        let dir =
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+                .join("../../missions");
         let ids: Vec<String> = load_dir(&dir)
             .expect("load")
             .into_iter()

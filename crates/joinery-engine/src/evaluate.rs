@@ -254,7 +254,9 @@ mod tests {
     const T0: Millis = 1_767_225_600_000; // 2026-01-01
 
     fn mission(id: &str) -> MissionDef {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions");
+        let dir =
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+                .join("../../missions");
         load_dir(&dir)
             .expect("the repository's missions load")
             .into_iter()
@@ -652,7 +654,7 @@ mod tests {
     proptest! {
         #[test]
         fn arrival_order_and_duplicates_do_not_change_any_view(events in journey(), seed in any::<u64>(), watermark_day in 0i64..600) {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions");
+            let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("../../missions");
             let missions = load_dir(&dir).expect("missions load");
             let mut forward = CitizenEvents::default();
             for e in &events { forward.insert(e.clone()); }
@@ -680,7 +682,7 @@ mod tests {
 
         #[test]
         fn the_watermark_never_un_decides_an_outcome(events in journey(), a in 0i64..600, b in 0i64..600) {
-            let missions = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions")).expect("missions load");
+            let missions = load_dir(&Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("../../missions")).expect("missions load");
             let mut c = CitizenEvents::default();
             for e in &events { c.insert(e.clone()); }
             let (lo, hi) = (a.min(b), a.max(b));

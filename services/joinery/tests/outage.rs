@@ -27,7 +27,8 @@ struct Broker {
 
 impl Broker {
     fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/kafka.sh")
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../deploy/local/kafka.sh")
     }
 
     fn run(&self, verb: &str) -> Result<()> {

@@ -349,7 +349,7 @@ async fn ids_survive_restarts_and_two_instances_agree() -> Result<()> {
 fn git(args: &[&str]) -> Result<String> {
     let out = std::process::Command::new("git")
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .output()?;
     if !out.status.success() {
         bail!(
