@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JOINERY_CACHE_DIR/target}"
 export JOINERY_STATE_DIR="${JOINERY_STATE_DIR:-$JOINERY_ROOT/.joinery}"
 export JOINERY_LOG_DIR="${JOINERY_LOG_DIR:-$JOINERY_STATE_DIR/logs}"
 export JOINERY_KAFKA_BROKERS="${JOINERY_KAFKA_BROKERS:-127.0.0.1:9092}"
+# GOV.UK Frontend for the mission board, installed by deploy/local/setup (npm ci in web/).
+export JOINERY_BOARD_ASSETS="${JOINERY_BOARD_ASSETS:-$JOINERY_ROOT/web/node_modules/govuk-frontend/dist/govuk}"
 mkdir -p "$JOINERY_CACHE_DIR" "$JOINERY_LOG_DIR"
 
 # RocksDB's C++ takes ~17 minutes to compile on 2 cores. After the first

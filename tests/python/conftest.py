@@ -14,6 +14,8 @@ import uuid
 import pytest
 
 OPERATOR_TOKEN = "python-test-operator-token"
+BOARD_TOKEN = "python-test-board-token"
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
 def free_port():
@@ -48,6 +50,7 @@ def stack():
     tokens = os.path.join(work, "tokens")
     with open(tokens, "w") as f:
         f.write(f"{hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()} operator\n")
+        f.write(f"{hashlib.sha256(BOARD_TOKEN.encode()).hexdigest()} board:opportunity\n")
     ports = {name: free_port() for name in ("registry", "processor", "projections")}
     env = dict(
         os.environ,
@@ -63,7 +66,8 @@ def stack():
         JOINERY_PROCESSOR_GROUP=f"{namespace}processor",
         JOINERY_PROJECTIONS_GROUP=f"{namespace}projections",
         JOINERY_TOKENS_FILE=tokens,
-        JOINERY_MISSIONS_DIR=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "missions"),
+        JOINERY_MISSIONS_DIR=os.path.join(ROOT, "missions"),
+        JOINERY_BOARD_ASSETS=os.path.join(ROOT, "web", "node_modules", "govuk-frontend", "dist", "govuk"),
     )
     procs = []
     try:
@@ -78,6 +82,8 @@ def stack():
             "registry": f"http://127.0.0.1:{ports['registry']}",
             "projections": f"http://127.0.0.1:{ports['projections']}",
             "operator_token": OPERATOR_TOKEN,
+            "board_token": BOARD_TOKEN,
+            "work": work,
         }
     finally:
         for proc in procs:

@@ -97,6 +97,46 @@ pub struct TopicSpec {
     pub compacted: bool,
 }
 
+/// Whether a Kafka error is transient: a broker that has just started (or
+/// restarted) answers with these until partition leaders are elected.
+pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            NotLeaderForPartition
+                | LeaderNotAvailable
+                | BrokerTransportFailure
+                | AllBrokersDown
+                | OperationTimedOut
+                | RequestTimedOut
+                | UnknownTopicOrPartition
+                | NotCoordinator
+                | CoordinatorLoadInProgress
+                | CoordinatorNotAvailable
+        )
+    )
+}
+
+/// Runs a blocking Kafka call, retrying transient errors ([`is_transient`])
+/// for up to 60 s, so that a service starting beside a broker that is still
+/// electing leaders waits instead of failing.
+pub fn retry_transient<T>(
+    what: &str,
+    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match call() {
+            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, what, "Kafka not ready yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Creates the topics that do not exist yet and checks that existing ones
 /// have the expected partition count (a mismatch would break co-partitioning).
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> anyhow::Result<()> {
@@ -127,9 +167,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
     // A topic just created may take a moment to appear in metadata with its partitions.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(10))?;
+        let metadata = retry_transient("topic metadata", || {
+            admin.inner().fetch_metadata(None, Duration::from_secs(10))
+        })?;
         let mut settling = false;
         for t in topics {
             let found = metadata.topics().iter().find(|m| m.name() == t.name);

@@ -193,6 +193,14 @@ enum Command {
         /// Directory of the mission definitions.
         #[arg(long, env = "JOINERY_MISSIONS_DIR", default_value = "missions")]
         missions_dir: PathBuf,
+        /// GOV.UK Frontend's `dist/govuk` directory, served with the board
+        /// (installed by `deploy/local/setup` with `npm ci` in `web/`).
+        #[arg(
+            long,
+            env = "JOINERY_BOARD_ASSETS",
+            default_value = "web/node_modules/govuk-frontend/dist/govuk"
+        )]
+        board_assets: PathBuf,
     },
     /// Synthetic department feeds: citizens leaving education, some finding work.
     Demo(demo::DemoArgs),
@@ -303,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
             tokens,
             sdc_threshold,
             sdc_rounding,
+            board_assets,
         } => {
             let config = joinery_projections::ProjectionsConfig {
                 listen,
@@ -316,6 +325,7 @@ async fn main() -> anyhow::Result<()> {
                     rounding: sdc_rounding,
                 },
                 missions_dir,
+                board_assets,
             };
             run_until_signal(|c| joinery_projections::run(config, c)).await
         }

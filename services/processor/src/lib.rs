@@ -437,8 +437,10 @@ impl Processor {
             let topic = self.config.kafka.topic(&d.topic());
             for p in 0..self.config.kafka.partitions {
                 let (low, high) =
-                    self.consumer
-                        .fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+                    joinery_runtime::kafka::retry_transient("log end offsets", || {
+                        self.consumer
+                            .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    })?;
                 ends.push((topic.clone(), p, low, high));
             }
         }

@@ -1,17 +1,17 @@
-//! The metrics API (JSON) and the mission board (HTML).
+//! The metrics API (JSON).
 //!
 //! - `GET /v1/missions`: every mission and its headline figures.
 //! - `GET /v1/missions/{mission}/metrics?group_by=area|cohort_month`.
 //!   Both need a bearer token: a board token (scoped to missions) gets
 //!   figures under disclosure control, an operator token exact figures.
-//! - `GET /`: the mission board, disclosure-controlled figures as HTML
-//!   tables that work without JavaScript, refreshing itself.
+//!
+//! The HTML board is in [`crate::board`].
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use joinery_runtime::auth::Principal;
@@ -51,7 +51,7 @@ fn iso(ms: i64) -> Value {
 }
 
 /// One group's figures, with disclosure control applied unless `exact`.
-fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
+pub(crate) fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
     let d = s.disclosure;
     let mut outcomes = serde_json::Map::new();
     for (name, o) in &c.outcomes {
@@ -86,7 +86,7 @@ fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
     json!({"cohort": d.count(c.cohort, exact), "outcomes": outcomes})
 }
 
-fn headline(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) -> Value {
+pub(crate) fn headline(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) -> Value {
     let def = s.defs.iter().find(|d| d.id == id);
     json!({
         "mission": id,
@@ -225,68 +225,6 @@ async fn mission_metrics(
     Json(body).into_response()
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn cell(v: &Value) -> String {
-    if v["suppressed"] == json!(true) {
-        "<span class=\"suppressed\" title=\"fewer than 10: suppressed to protect individuals\">[c]</span>".into()
-    } else {
-        v["value"].as_i64().map_or("-".into(), |n| n.to_string())
-    }
-}
-
-/// The mission board: disclosure-controlled figures, readable without
-/// JavaScript, refreshing every 10 seconds.
-async fn board(State(s): State<Arc<Shared>>) -> Html<String> {
-    let metrics = s.metrics.read().expect("lock");
-    let mut html = String::from(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
-         <title>Joinery mission board</title><style>body{font-family:Arial,sans-serif;margin:2em;color:#0b0c0c}\
-         table{border-collapse:collapse;margin-bottom:2em}th,td{border-bottom:1px solid #b1b4b6;padding:.5em 1em;text-align:left}\
-         caption{font-weight:bold;text-align:left;padding:.5em 0}.suppressed{color:#505a5f}</style></head><body>\
-         <h1>Joinery mission board</h1><p>Figures follow the 10-5 disclosure rule: counts under 10 are shown as [c], others are rounded to the nearest 5.</p>",
-    );
-    for id in &s.missions {
-        let m = &metrics[id];
-        let h = headline(&s, id, m, false);
-        html.push_str(&format!(
-            "<h2 id=\"{id}\">{}</h2><p>{}</p><p>Figures correct to event time <strong data-field=\"watermark\">{}</strong>; last updated <strong data-field=\"updated_at\">{}</strong>.</p>",
-            esc(h["title"].as_str().unwrap_or(id)),
-            esc(h["doc"].as_str().unwrap_or("")),
-            esc(h["watermark"].as_str().unwrap_or("no data yet")),
-            esc(h["updated_at"].as_str().unwrap_or("never"))
-        ));
-        html.push_str(&format!(
-            "<table><caption>Cohort</caption><tr><th scope=\"row\">Citizens in cohort</th><td data-field=\"cohort\">{}</td></tr></table>",
-            cell(&h["total"]["cohort"])
-        ));
-        if let Some(outcomes) = h["total"]["outcomes"].as_object() {
-            html.push_str("<table><caption>Outcomes</caption><tr><th scope=\"col\">Outcome</th><th scope=\"col\">Achieved</th><th scope=\"col\">Not achieved</th><th scope=\"col\">Provisional</th><th scope=\"col\">Rate</th></tr>");
-            for (name, o) in outcomes {
-                let rate = o["rate"]["value"]
-                    .as_f64()
-                    .map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
-                html.push_str(&format!(
-                    "<tr data-outcome=\"{n}\"><th scope=\"row\">{n}</th><td data-field=\"achieved\">{}</td><td data-field=\"not_achieved\">{}</td><td data-field=\"pending\">{}</td><td data-field=\"rate\">{}</td></tr>",
-                    cell(&o["achieved"]),
-                    cell(&o["not_achieved"]),
-                    cell(&o["pending"]),
-                    rate,
-                    n = esc(name)
-                ));
-            }
-            html.push_str("</table>");
-        }
-    }
-    html.push_str("</body></html>");
-    Html(html)
-}
-
 /// The OpenAPI document of this API.
 const OPENAPI: &str = include_str!("../api/openapi.json");
 
@@ -296,7 +234,6 @@ async fn openapi() -> Response {
 
 pub(crate) fn router(s: Arc<Shared>) -> Router {
     Router::new()
-        .route("/", get(board))
         .route("/openapi.json", get(openapi))
         .route("/v1/missions", get(list))
         .route("/v1/missions/{mission}/metrics", get(mission_metrics))

@@ -55,9 +55,11 @@ impl Disclosure {
         }
     }
 
-    /// Whether figures derived from a base of `n` must be withheld.
+    /// Whether figures derived from a base of `n` must be withheld: a base
+    /// that is itself suppressed. A base of zero is published (as 0), and a
+    /// figure over it is simply undefined, not withheld.
     pub fn withholds(&self, n: i64, exact: bool) -> bool {
-        !exact && n < self.threshold
+        !exact && n > 0 && n < self.threshold
     }
 }
 
@@ -80,5 +82,10 @@ mod tests {
         assert_eq!(d.count(13, false).value, Some(15));
         assert_eq!(d.count(3, true).value, Some(3));
         assert!(d.withholds(9, false) && !d.withholds(9, true));
+        assert!(
+            !d.withholds(0, false),
+            "nothing to protect in an empty base"
+        );
+        assert!(!d.withholds(10, false));
     }
 }

@@ -9,12 +9,14 @@
 //!
 //! - [`aggregate`]: contributions and incremental metrics.
 //! - [`disclosure`]: the 10-5 rule for board readers.
-//! - `api`: HTTP endpoints and the board page.
+//! - `api`: the JSON metrics API.
+//! - `board`: the mission board (GOV.UK Design System HTML pages).
 
 pub mod aggregate;
 pub mod disclosure;
 
 mod api;
+mod board;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,6 +61,10 @@ pub struct ProjectionsConfig {
     pub disclosure: Disclosure,
     /// Directory of the mission definitions.
     pub missions_dir: PathBuf,
+    /// GOV.UK Frontend's `dist/govuk` directory (stylesheet, scripts, fonts,
+    /// images) served with the board; `web/node_modules/govuk-frontend/dist/govuk`
+    /// after `npm ci` in `web/`. Without it the board is served unstyled.
+    pub board_assets: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -175,7 +181,9 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         catalog: Catalog::load(),
     };
     let mut sup = Supervisor::new(cancel.clone());
-    let router = api::router(Arc::clone(&shared)).merge(ops_router(health, telemetry));
+    let router = api::router(Arc::clone(&shared))
+        .merge(board::router(Arc::clone(&shared), &config.board_assets))
+        .merge(ops_router(health, telemetry));
     let http_cancel = cancel.clone();
     sup.spawn(
         "http",
@@ -192,7 +200,9 @@ async fn wait_for_topics(
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+        let md = joinery_runtime::kafka::retry_transient("view topic metadata", || {
+            consumer.fetch_metadata(None, Duration::from_secs(5))
+        })?;
         let missing: Vec<&String> = topics
             .iter()
             .filter(|t| {

@@ -39,7 +39,9 @@ impl SchemaLog {
         let consumer: BaseConsumer = kafka
             .consumer("joinery-registry-tail", &format!("{topic}-tail-unused"))
             .create()?;
-        let (_, high) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
+        let (_, high) = joinery_runtime::kafka::retry_transient("schema log end", || {
+            consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        })?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
         consumer.assign(&tpl)?;

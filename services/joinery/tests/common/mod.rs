@@ -51,7 +51,8 @@ pub fn brokers() -> String {
 
 /// The repository's mission definitions.
 pub fn missions_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../missions")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../missions")
 }
 
 fn free_port() -> Result<SocketAddr> {
@@ -198,6 +199,10 @@ impl Stack {
             tokens: self.tokens.clone(),
             disclosure: Default::default(),
             missions_dir: missions_dir(),
+            board_assets: std::path::Path::new(
+                &std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+            )
+            .join("../../web/node_modules/govuk-frontend/dist/govuk"),
         };
         self.projections = Some(spawn(|c| joinery_projections::run(config, c)));
         self.wait_ready(&self.projections_url.clone()).await
