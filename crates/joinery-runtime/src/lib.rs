@@ -14,10 +14,12 @@
 //! - [`shutdown`]: the signal future and task supervision.
 //! - [`kafka`]: client configuration, topic creation, and a consumer context
 //!   that resumes from offsets kept in the service's own state store.
+//! - [`rebalance`]: rebalance pause and partition restore timing.
 
 pub mod auth;
 pub mod http;
 pub mod kafka;
+pub mod rebalance;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -376,6 +376,34 @@ async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
         text_b.contains("joinery_processor_rebalances_total{kind=\"revoked\"}"),
         "b saw partitions move: {text_b}"
     );
+    // Operators see how long partitions took to restore on b, and that none
+    // is still restoring once the results are right.
+    let value = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(
+        value(&text_b, "joinery_partition_restore_seconds_count") >= 1.0,
+        "b timed its restores: {text_b}"
+    );
+    assert!(
+        value(&text_b, "joinery_rebalance_pause_seconds_count") >= 1.0,
+        "b timed a rebalance pause: {text_b}"
+    );
+    wait_until("b to report no partition restoring", 30, || {
+        let (http, addr) = (http.clone(), b_addr.clone());
+        async move {
+            let text = http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            Ok(value(&text, "joinery_partitions_restoring") == 0.0)
+        }
+    })
+    .await?;
 
     sigkill(&mut a)?;
     sigkill(&mut b)?;

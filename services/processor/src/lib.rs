@@ -327,10 +327,15 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     let metrics = Metrics::new(&telemetry);
 
     let lookup_store = Arc::clone(&store);
+    let offsets: joinery_runtime::kafka::OffsetLookup =
+        Arc::new(move |topic, p| Ok(lookup_store.offset(topic, p)?));
+    let restores = joinery_runtime::rebalance::RestoreTracker::new(&telemetry);
+    let hook_restores = restores.clone();
     let hook_metrics = metrics.clone();
     let context = StoredOffsetsContext::new(
-        Arc::new(move |topic, p| Ok(lookup_store.offset(topic, p)?)),
+        Arc::clone(&offsets),
         Arc::new(move |e| {
+            hook_restores.observe(e);
             let kind = match e {
                 RebalanceEvent::Assigned(a) => {
                     tracing::info!(
@@ -381,6 +386,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .and_then(|(k, _)| outbox::seq_of(k))
         .map_or(0, |s| s + 1);
 
+    let _restore_watch = restores.spawn(&config.kafka, offsets, cancel.clone())?;
     let p = Processor {
         config,
         catalog,

@@ -74,6 +74,8 @@ pub(crate) struct Metrics {
     freshness: prometheus::HistogramVec,
     views: prometheus::IntCounterVec,
     dead_letters: prometheus::IntCounterVec,
+    lag: prometheus::IntGaugeVec,
+    state_bytes: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -85,6 +87,8 @@ impl Metrics {
             freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]), &["mission"]).expect("valid")),
             views: t.register(IntCounterVec::new(Opts::new("joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)"), &["mission", "result"]).expect("valid")),
             dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason"), &["reason"]).expect("valid")),
+            lag: t.register(IntGaugeVec::new(Opts::new("joinery_consumer_lag_records", "Records behind the end of each partition"), &["group", "topic", "partition"]).expect("valid")),
+            state_bytes: t.register(prometheus::IntGauge::new("joinery_projections_state_bytes", "Estimated live bytes of the projections' RocksDB state").expect("valid")),
         }
     }
 
@@ -152,17 +156,39 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     });
 
     let lookup_store = Arc::clone(&store);
+    let offsets: joinery_runtime::kafka::OffsetLookup =
+        Arc::new(move |t, p| Ok(lookup_store.offset(t, p)?));
+    let restores = joinery_runtime::rebalance::RestoreTracker::new(&telemetry);
+    let hook_restores = restores.clone();
     let context = StoredOffsetsContext::new(
-        Arc::new(move |t, p| Ok(lookup_store.offset(t, p)?)),
-        Arc::new(|e| match e {
-            RebalanceEvent::Failed(why) => tracing::error!(error = %why, "rebalance failed"),
-            other => tracing::info!(event = ?other, "rebalance"),
+        Arc::clone(&offsets),
+        Arc::new(move |e| {
+            hook_restores.observe(e);
+            match e {
+                RebalanceEvent::Failed(why) => tracing::error!(error = %why, "rebalance failed"),
+                other => tracing::info!(event = ?other, "rebalance"),
+            }
         }),
     );
+    let lag = metrics.lag.clone();
+    let lag_group = config.group.clone();
+    let context = context.with_stats(Arc::new(move |stats| {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                // Partition -1 is librdkafka's internal one; a lag of -1 is not known yet.
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    lag.with_label_values(&[&lag_group, topic, &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }));
     let consumer: StreamConsumer<StoredOffsetsContext> = config
         .kafka
         .consumer("joinery-projections", &config.group)
+        .set("statistics.interval.ms", "5000")
         .create_with_context(context)?;
+    let _restore_watch = restores.spawn(&config.kafka, offsets, cancel.clone())?;
     let topics: Vec<String> = missions
         .iter()
         .map(|m| config.kafka.topic(&view_topic(m)))
@@ -343,6 +369,9 @@ impl ViewConsumer {
         for m in &touched {
             self.metrics.publish(m, &working[m]);
         }
+        self.metrics
+            .state_bytes
+            .set(self.store.live_data_bytes() as i64);
         for (m, secs) in fresh {
             self.metrics
                 .freshness

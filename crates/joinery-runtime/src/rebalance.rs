@@ -1,0 +1,191 @@
+//! Rebalance and restore timing, for the services that keep state per
+//! partition (processor, projections).
+//!
+//! When partitions move between instances, the gaining instance resumes each
+//! one from the offset in its own state store, replaying the log from there
+//! (restore by replay). Operators want to know how long that takes, so the
+//! [`RestoreTracker`] measures:
+//!
+//! - `joinery_rebalance_pause_seconds`: from partitions being revoked to the
+//!   next assignment (the time the group processes nothing);
+//! - `joinery_partition_restore_seconds`: from a partition's assignment until
+//!   the state has caught up with the log end it had at assignment;
+//! - `joinery_partitions_restoring`: partitions still catching up.
+//!
+//! The log ends are queried once per assigned partition, on a thread of its
+//! own with its own client, never in the consume loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{Histogram, HistogramOpts, IntGauge};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{KafkaSettings, OffsetLookup, RebalanceEvent};
+use crate::Telemetry;
+
+#[derive(Debug, Default)]
+struct Tracker {
+    revoked_at: Option<Instant>,
+    /// Partition → (assigned at, log end at assignment once known).
+    restoring: HashMap<(String, i32), (Instant, Option<i64>)>,
+}
+
+/// Measures rebalance pauses and restore times; see the module docs.
+#[derive(Debug, Clone)]
+pub struct RestoreTracker {
+    state: Arc<Mutex<Tracker>>,
+    pause: Histogram,
+    restore: Histogram,
+    restoring: IntGauge,
+}
+
+impl RestoreTracker {
+    /// Registers the metrics with the service's telemetry.
+    pub fn new(t: &Telemetry) -> RestoreTracker {
+        let buckets = vec![
+            0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+        ];
+        RestoreTracker {
+            state: Arc::default(),
+            pause: t.register(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "joinery_rebalance_pause_seconds",
+                        "Time from partitions being revoked to the next assignment",
+                    )
+                    .buckets(buckets.clone()),
+                )
+                .expect("valid"),
+            ),
+            restore: t.register(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "joinery_partition_restore_seconds",
+                        "Time from a partition's assignment until its state caught up with the log end it had then (restore by replay)",
+                    )
+                    .buckets(buckets),
+                )
+                .expect("valid"),
+            ),
+            restoring: t.register(
+                IntGauge::new(
+                    "joinery_partitions_restoring",
+                    "Assigned partitions whose state has not yet caught up with the log end they had at assignment",
+                )
+                .expect("valid"),
+            ),
+        }
+    }
+
+    /// Records a rebalance; call it from the consumer's rebalance hook.
+    pub fn observe(&self, event: &RebalanceEvent) {
+        let mut s = self.state.lock().expect("lock");
+        let now = Instant::now();
+        match event {
+            RebalanceEvent::Revoked(parts) => {
+                s.revoked_at = Some(now);
+                for (t, p) in parts {
+                    s.restoring.remove(&(t.clone(), *p));
+                }
+            }
+            RebalanceEvent::Assigned(parts) => {
+                if let Some(at) = s.revoked_at.take() {
+                    self.pause.observe(now.duration_since(at).as_secs_f64());
+                }
+                for (t, p, _) in parts {
+                    s.restoring.insert((t.clone(), *p), (now, None));
+                }
+            }
+            RebalanceEvent::Failed(_) => {}
+        }
+        self.restoring.set(s.restoring.len() as i64);
+    }
+
+    /// Watches restoring partitions until `cancel`: asks for each one's log
+    /// end once, then polls `offsets` (the state store's next offset) until
+    /// it reaches that end.
+    pub fn spawn(
+        &self,
+        kafka: &KafkaSettings,
+        offsets: OffsetLookup,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        let client: BaseConsumer = kafka.client("joinery-restore-watch").create()?;
+        let me = self.clone();
+        Ok(std::thread::Builder::new()
+            .name("restore-watch".into())
+            .spawn(move || {
+                while !cancel.is_cancelled() {
+                    me.poll(&client, &offsets);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })?)
+    }
+
+    fn poll(&self, client: &BaseConsumer, offsets: &OffsetLookup) {
+        let unknown: Vec<(String, i32)> = {
+            let s = self.state.lock().expect("lock");
+            s.restoring
+                .iter()
+                .filter(|(_, (_, end))| end.is_none())
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for (t, p) in unknown {
+            match client.fetch_watermarks(&t, p, Duration::from_secs(5)) {
+                Ok((_, high)) => {
+                    if let Some(e) = self.state.lock().expect("lock").restoring.get_mut(&(t, p)) {
+                        e.1 = Some(high);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "log end not known yet"),
+            }
+        }
+        let mut s = self.state.lock().expect("lock");
+        let now = Instant::now();
+        s.restoring.retain(|(t, p), (since, end)| {
+            let Some(end) = *end else { return true };
+            let caught_up = end == 0 || offsets(t, *p).ok().flatten().is_some_and(|o| o >= end);
+            if caught_up {
+                let secs = now.duration_since(*since).as_secs_f64();
+                self.restore.observe(secs);
+                tracing::info!(topic = %t, partition = p, seconds = secs, "partition restored");
+            }
+            !caught_up
+        });
+        self.restoring.set(s.restoring.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoke_then_assign_is_one_pause_and_assigned_partitions_are_restoring() {
+        let t = Telemetry::new("test");
+        let r = RestoreTracker::new(&t);
+        r.observe(&RebalanceEvent::Assigned(vec![("a".into(), 0, None)]));
+        assert_eq!(
+            r.pause.get_sample_count(),
+            0,
+            "a first assignment is not a pause"
+        );
+        assert_eq!(r.restoring.get(), 1);
+        r.observe(&RebalanceEvent::Revoked(vec![("a".into(), 0)]));
+        assert_eq!(
+            r.restoring.get(),
+            0,
+            "a revoked partition is no longer restoring here"
+        );
+        r.observe(&RebalanceEvent::Assigned(vec![
+            ("a".into(), 0, Some(5)),
+            ("a".into(), 1, None),
+        ]));
+        assert_eq!(r.pause.get_sample_count(), 1);
+        assert_eq!(r.restoring.get(), 2);
+    }
+}
