@@ -165,11 +165,18 @@ async fn a_resent_event_counts_once_and_sustained_employment_is_achieved() -> Re
     assert_eq!(jan["groups"][0]["key"], "2026-01");
     let (_, later) = stack.metrics(OPERATOR_TOKEN, "?from=2026-02").await?;
     assert_eq!(cohort(&later), Some(0), "{later}");
-    for bad in [
-        "?from=2026-13",
-        "?from=2026-03&to=2026-01",
-        "?from=2026-01&group_by=area",
-    ] {
+    // Areas over a range of cohort months.
+    let (s, areas) = stack
+        .metrics(OPERATOR_TOKEN, "?from=2026-01&to=2026-01&group_by=area")
+        .await?;
+    assert_eq!(s, 200, "{areas}");
+    assert_eq!(areas["groups"][0]["key"], "E08000025", "{areas}");
+    assert_eq!(areas["groups"][0]["cohort"]["value"], 1, "{areas}");
+    let (_, none) = stack
+        .metrics(OPERATOR_TOKEN, "?from=2026-02&group_by=area")
+        .await?;
+    assert_eq!(none["groups"], json!([]), "{none}");
+    for bad in ["?from=2026-13", "?from=2026-03&to=2026-01"] {
         let (s, body) = stack.metrics(OPERATOR_TOKEN, bad).await?;
         assert_eq!(s, 400, "{bad}: {body}");
         assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));

@@ -105,6 +105,10 @@ pub struct MissionMetrics {
     pub by_area: BTreeMap<String, Counts>,
     /// By cohort month.
     pub by_month: BTreeMap<String, Counts>,
+    /// By area, then cohort month: for an area breakdown over a range of
+    /// cohort months.
+    #[serde(default)]
+    pub by_area_month: BTreeMap<String, BTreeMap<String, Counts>>,
     /// The greatest watermark of the views applied: figures are final up to it.
     pub watermark: Millis,
     /// Wall-clock time (ms) the figures last changed.
@@ -126,6 +130,14 @@ impl MissionMetrics {
         self.by_month.entry(month.clone()).or_default().add(c, sign);
         if self.by_month.get(&month).is_some_and(|a| a.cohort == 0) {
             self.by_month.remove(&month);
+        }
+        let months = self.by_area_month.entry(area.clone()).or_default();
+        months.entry(month.clone()).or_default().add(c, sign);
+        if months.get(&month).is_some_and(|a| a.cohort == 0) {
+            months.remove(&month);
+        }
+        if months.is_empty() {
+            self.by_area_month.remove(&area);
         }
     }
 
@@ -236,6 +248,44 @@ mod tests {
         assert_eq!(
             (total.cohort, o.achieved, o.pending, o.durations[&10]),
             (3, 2, 1, 2)
+        );
+    }
+
+    #[test]
+    fn area_by_month_follows_a_citizen_who_moves_and_sums_to_the_area() {
+        let at = |version, area: &str, month: &str, status| Contribution {
+            version,
+            in_cohort: true,
+            area_code: Some(area.into()),
+            cohort_month: Some(month.into()),
+            outcomes: vec![("o".into(), status, None)],
+        };
+        let mut m = MissionMetrics::default();
+        let first = at(1, "E1", "2026-01", OutcomeState::Pending);
+        m.apply(None, &first, 0);
+        m.apply(None, &at(1, "E1", "2026-02", OutcomeState::Pending), 0);
+        m.apply(None, &at(1, "E2", "2026-01", OutcomeState::Pending), 0);
+        // The first citizen's area is corrected: the contribution moves.
+        m.apply(
+            Some(&first),
+            &at(2, "E2", "2026-03", OutcomeState::NotAchieved),
+            0,
+        );
+        assert_eq!(
+            m.by_area_month["E1"].keys().collect::<Vec<_>>(),
+            ["2026-02"],
+            "nothing left behind in the old area and month"
+        );
+        for (area, months) in &m.by_area_month {
+            let mut sum = Counts::default();
+            for c in months.values() {
+                sum.merge(c);
+            }
+            assert_eq!(sum, m.by_area[area], "{area}: months sum to the area");
+        }
+        assert_eq!(
+            m.by_area_month["E2"]["2026-03"].outcomes["o"].not_achieved,
+            1
         );
     }
 

@@ -200,11 +200,23 @@ async fn mission_metrics(
         .filter(|(k, _)| !ranged || in_range(k))
         .map(|(k, c)| (k.clone(), c.clone()))
         .collect();
+    let areas_in_range: std::collections::BTreeMap<String, Counts> = if ranged {
+        m.by_area_month
+            .iter()
+            .filter_map(|(area, months)| {
+                let mut sum = Counts::default();
+                for (_, c) in months.iter().filter(|(k, _)| in_range(k)) {
+                    sum.merge(c);
+                }
+                (sum.cohort != 0).then(|| (area.clone(), sum))
+            })
+            .collect()
+    } else {
+        Default::default()
+    };
     let groups = match q.group_by.as_deref() {
         None => None,
-        Some("area") if ranged => {
-            return error(StatusCode::BAD_REQUEST, "group_by=area cannot be combined with from/to: areas are aggregated over all cohort months; use group_by=cohort_month with from/to, or group_by=area alone");
-        }
+        Some("area") if ranged => Some(&areas_in_range),
         Some("area") => Some(&m.by_area),
         Some("cohort_month") => Some(&by_month_in_range),
         Some(other) => {
