@@ -1,9 +1,13 @@
 //! # joinery-loadtests
 //!
-//! Seeded synthetic citizen journeys, produced straight to the department
-//! topics in the Confluent wire format, for the crash and rebalance tests
-//! and for the benchmark runner (`cargo run --release -p joinery-loadtests
+//! Seeded synthetic citizen journeys ([`journeys`]: calibrated, all six
+//! departments, with the exact figures they imply; and the simpler
+//! [`education_journeys`]), produced straight to the department topics in
+//! the Confluent wire format or through the gateway, for the crash,
+//! rebalance and exact-figures tests and for the benchmark runner (`cargo run --release -p joinery-loadtests
 //! --bin joinery-bench`, see `loadtests/README.md`).
+
+pub mod journeys;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -179,4 +183,102 @@ pub async fn produce(
         }
     }
     Ok(())
+}
+
+/// The partition Kafka's default partitioner (Java's `murmur2`, librdkafka's
+/// `murmur2_random`) gives a key: the partition of the citizen's events.
+pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// A population's events as Avro records for the department topics,
+/// converted by the gateway's own converter (so that producing straight to
+/// Kafka and posting to the gateway put the same bytes on the log).
+pub fn population_records(
+    population: &journeys::Population,
+    key: &[u8],
+    catalog: &Catalog,
+) -> Result<Vec<Record>> {
+    let p = Pseudonymiser::new(key.to_vec())?;
+    population
+        .events
+        .iter()
+        .map(|e| {
+            let c = joinery_ingest::convert::convert(
+                &e.json,
+                |t| catalog.event_schema(t).clone(),
+                &p,
+                0,
+            )
+            .map_err(|errors| anyhow::anyhow!("generated event refused: {errors:?}"))?;
+            Ok((c.event_type, c.citizen_key, c.value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_own_test_vectors() {
+        // org.apache.kafka.common.utils.UtilsTest#testMurmur2
+        for (input, hash) in [
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ] {
+            assert_eq!(murmur2(input.as_bytes()), hash, "{input}");
+        }
+    }
+
+    #[test]
+    fn every_generated_event_passes_the_gateway_converter() {
+        let pop = journeys::Population::generate(journeys::GeneratorConfig::new(500, 3));
+        let records = population_records(
+            &pop,
+            b"a platform key of at least thirty-two bytes",
+            &Catalog::load(),
+        )
+        .expect("all valid");
+        assert_eq!(records.len(), pop.events.len());
+    }
 }

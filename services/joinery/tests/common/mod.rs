@@ -24,6 +24,23 @@ use tokio_util::sync::CancellationToken;
 pub const DFE_TOKEN: &str = "test-dfe-token";
 pub const HMRC_TOKEN: &str = "test-hmrc-token";
 pub const MOJ_TOKEN: &str = "test-moj-token";
+pub const DWP_TOKEN: &str = "test-dwp-token";
+pub const DHSC_TOKEN: &str = "test-dhsc-token";
+pub const MHCLG_TOKEN: &str = "test-mhclg-token";
+
+/// The test token of a department.
+#[allow(dead_code)] // not every test binary posts for every department
+pub fn department_token(d: joinery_domain::Department) -> &'static str {
+    use joinery_domain::Department::*;
+    match d {
+        Dfe => DFE_TOKEN,
+        Dwp => DWP_TOKEN,
+        Hmrc => HMRC_TOKEN,
+        Dhsc => DHSC_TOKEN,
+        Moj => MOJ_TOKEN,
+        Mhclg => MHCLG_TOKEN,
+    }
+}
 pub const BOARD_TOKEN: &str = "test-board-token";
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
 pub const PSEUDONYM_KEY: &[u8] = b"test-pseudonymisation-key-of-32-bytes!";
@@ -123,10 +140,13 @@ impl Stack {
         std::fs::write(
             &tokens,
             format!(
-                "{} department:dfe\n{} department:hmrc\n{} department:moj\n{} board:*\n{} operator\n",
+                "{} department:dfe\n{} department:hmrc\n{} department:moj\n{} department:dwp\n{} department:dhsc\n{} department:mhclg\n{} board:*\n{} operator\n",
                 hash_token(DFE_TOKEN),
                 hash_token(HMRC_TOKEN),
                 hash_token(MOJ_TOKEN),
+                hash_token(DWP_TOKEN),
+                hash_token(DHSC_TOKEN),
+                hash_token(MHCLG_TOKEN),
                 hash_token(BOARD_TOKEN),
                 hash_token(OPERATOR_TOKEN)
             ),
