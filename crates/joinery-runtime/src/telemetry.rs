@@ -55,3 +55,11 @@ impl Telemetry {
         String::from_utf8(buf).expect("the text encoder writes UTF-8")
     }
 }
+
+/// Bucket bounds (seconds) of the freshness histograms (event to view, event
+/// to metric): fine below a second, where a healthy stack sits, so that p50
+/// and p99 read from them are close to the truth.
+pub const FRESHNESS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+    30.0, 60.0, 300.0,
+];

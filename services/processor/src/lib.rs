@@ -165,7 +165,7 @@ impl Metrics {
                         "joinery_event_to_view_seconds",
                         "Time from a department event being produced to Kafka to the changed view being written by the processor",
                     )
-                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+                    .buckets(joinery_runtime::telemetry::FRESHNESS_BUCKETS.to_vec()),
                     &["mission"],
                 )
                 .expect("valid"),
@@ -432,6 +432,11 @@ struct BatchWork {
     dirty: HashSet<(i32, CitizenKey)>,
     offsets: BTreeMap<(String, i32), i64>,
     max_time: HashMap<i32, Millis>,
+    /// Kafka timestamp (produce time) of the record holding each partition's
+    /// greatest event time in this batch: the cause of the timers it fires.
+    watermark_cause: HashMap<i32, Millis>,
+    /// Citizens re-evaluated because a timer fired.
+    fired: HashSet<(i32, CitizenKey)>,
     outbox: Vec<Entry>,
 }
 
@@ -648,7 +653,12 @@ impl Processor {
             let p = m.partition();
             let ts = m.timestamp().to_millis().unwrap_or(0);
             let max = work.max_time.entry(p).or_insert(i64::MIN);
-            *max = (*max).max(event.occurred_at);
+            if event.occurred_at > *max {
+                *max = event.occurred_at;
+                // The record that moves the watermark (the first with the
+                // greatest event time): deterministic for any batching.
+                work.watermark_cause.insert(p, ts);
+            }
             let label = event.event_type.to_string();
             let citizen = event.citizen_key.clone();
             self.load(&mut work, p, &citizen)?;
@@ -708,6 +718,7 @@ impl Processor {
                         if let Some(r) = work.citizens.get_mut(&(p, c.clone())) {
                             r.timer = None;
                         }
+                        work.fired.insert((p, c.clone()));
                         work.dirty.insert((p, c));
                     }
                 }
@@ -723,6 +734,15 @@ impl Processor {
                 .citizens
                 .get_mut(&(*p, citizen.clone()))
                 .expect("dirty citizens are loaded");
+            // What a changed view reflects: the citizen's own newest event,
+            // or, when a timer fired, the record that moved the watermark.
+            let cause = if work.fired.contains(&(*p, citizen.clone())) {
+                record
+                    .ingested_at
+                    .max(work.watermark_cause.get(p).copied().unwrap_or(0))
+            } else {
+                record.ingested_at
+            };
             let mut next_timer: Option<Millis> = None;
             for mission in &self.missions {
                 let eval = mission.evaluate(&record.events, wm);
@@ -757,7 +777,7 @@ impl Processor {
                     area_code: eval.area_code.clone(),
                     cohort_month: eval.cohort_month.clone(),
                     outcomes: eval.outcomes.clone(),
-                    ingested_at: record.ingested_at,
+                    ingested_at: cause,
                 };
                 let body = encode_value(self.catalog.view_schema(), view_to_value(&view))?;
                 work.outbox.push(Entry {
@@ -773,7 +793,7 @@ impl Processor {
                 self.metrics
                     .event_to_view
                     .with_label_values(&[mission.id()])
-                    .observe((now - record.ingested_at).max(0) as f64 / 1000.0);
+                    .observe((now - cause).max(0) as f64 / 1000.0);
                 record.views.insert(
                     mission.id().into(),
                     state::Published {

@@ -84,7 +84,7 @@ impl Metrics {
         Metrics {
             cohort: t.register(IntGaugeVec::new(Opts::new("joinery_mission_cohort_citizens", "Citizens in each mission's cohort (exact)"), &["mission"]).expect("valid")),
             outcomes: t.register(IntGaugeVec::new(Opts::new("joinery_outcome_citizens", "Citizens by mission, outcome and status (pending, achieved, not_achieved; exact)"), &["mission", "outcome", "status"]).expect("valid")),
-            freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]), &["mission"]).expect("valid")),
+            freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(joinery_runtime::telemetry::FRESHNESS_BUCKETS.to_vec()), &["mission"]).expect("valid")),
             views: t.register(IntCounterVec::new(Opts::new("joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)"), &["mission", "result"]).expect("valid")),
             dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason"), &["reason"]).expect("valid")),
             lag: t.register(IntGaugeVec::new(Opts::new("joinery_consumer_lag_records", "Records behind the end of each partition"), &["group", "topic", "partition"]).expect("valid")),
