@@ -81,7 +81,10 @@ impl KafkaSettings {
             .set("isolation.level", "read_committed")
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            // Prefetch at most 4 MiB per partition (librdkafka's default is
+            // 64 MiB each: a backlog on 36 partitions would fill gigabytes).
+            .set("queued.max.messages.kbytes", "4096");
         c
     }
 }

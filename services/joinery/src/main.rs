@@ -151,6 +151,12 @@ enum Command {
         /// RocksDB memtable budget, in MiB.
         #[arg(long, env = "JOINERY_PROCESSOR_WRITE_BUFFER_MB", default_value_t = 128)]
         write_buffer_mb: usize,
+        /// Threads working a batch's partitions in parallel (default: the machine's cores).
+        #[arg(long, env = "JOINERY_PROCESSOR_WORKERS")]
+        workers: Option<usize>,
+        /// Most records per batch (one RocksDB write per worker, one produce round).
+        #[arg(long, env = "JOINERY_PROCESSOR_MAX_BATCH", default_value_t = 20_000)]
+        max_batch: usize,
     },
     /// Projections, metrics API and mission board (default :8088).
     Projections {
@@ -284,6 +290,8 @@ async fn main() -> anyhow::Result<()> {
             missions_dir,
             block_cache_mb,
             write_buffer_mb,
+            workers,
+            max_batch,
             listen,
             data_dir,
             group,
@@ -298,6 +306,10 @@ async fn main() -> anyhow::Result<()> {
             config.group = group;
             config.allowed_lateness = allowed_lateness_days * DAY_MS;
             config.missions_dir = missions_dir;
+            if let Some(w) = workers {
+                config.workers = w;
+            }
+            config.max_batch = max_batch.max(1);
             config.store.block_cache_bytes = block_cache_mb << 20;
             config.store.write_buffer_bytes = write_buffer_mb << 20;
             run_until_signal(|c| joinery_processor::run(config, c)).await

@@ -28,8 +28,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use apache_avro::Schema;
 use joinery_domain::event::DAY_MS;
-use joinery_domain::{CitizenKey, Department, EventType, Millis, MissionView};
+use joinery_domain::{CitizenKey, Department, Event, EventType, Millis, MissionView};
 use joinery_engine::{load_missions, Mission, MissionDef};
 use joinery_runtime::http::{bind, ops_router};
 use joinery_runtime::kafka::{
@@ -73,6 +74,10 @@ pub struct ProcessorConfig {
     pub allowed_lateness: Millis,
     /// Most records per batch (one RocksDB write, one produce round).
     pub max_batch: usize,
+    /// Threads working a batch's source partitions in parallel (default:
+    /// the machine's cores). Partitions share no state, so results do not
+    /// depend on it.
+    pub workers: usize,
     /// RocksDB memory: shared block cache and memtable budget.
     pub store: StoreOptions,
     /// Evaluate only this mission (a rebuild or backfill); `None` = all.
@@ -94,7 +99,8 @@ impl ProcessorConfig {
             data_dir,
             group: "joinery-processor".into(),
             allowed_lateness: 7 * DAY_MS,
-            max_batch: 1000,
+            max_batch: 20_000,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             missions_dir: PathBuf::from("missions"),
             store: StoreOptions::default(),
             only_mission: None,
@@ -268,7 +274,17 @@ struct Processor {
     producer: FutureProducer,
     metrics: Metrics,
     next_seq: std::sync::atomic::AtomicU64,
+    /// The threads that work a batch's partitions (kept for the process's
+    /// life: threads made per batch fragmented the heap).
+    workers: rayon::ThreadPool,
+    /// Deliveries of published batches still awaiting acknowledgement.
+    in_flight:
+        std::sync::Mutex<std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<()>>>>,
 }
+
+/// Batches whose views may await Kafka's acknowledgement while later
+/// batches are worked.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 /// The topics the processor needs: department topics, one view topic per
 /// mission (compacted, same partition count) and the dead-letter topic.
@@ -387,6 +403,10 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .map_or(0, |s| s + 1);
 
     let _restore_watch = restores.spawn(&config.kafka, offsets, cancel.clone())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.workers.max(1))
+        .thread_name(|i| format!("partition-worker-{i}"))
+        .build()?;
     let p = Processor {
         config,
         catalog,
@@ -398,6 +418,8 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         producer,
         metrics,
         next_seq: next_seq.into(),
+        workers: pool,
+        in_flight: Default::default(),
     };
     p.flush_outbox().await?;
     health.set_ready(true);
@@ -425,19 +447,37 @@ pub fn view_version(watermark: Millis, distinct_events: usize) -> i64 {
     (w << 21) | n
 }
 
-/// What one batch changes, before it is written.
+/// What one partition's share of a batch changes, before it is written.
 #[derive(Default)]
-struct BatchWork {
-    citizens: HashMap<(i32, CitizenKey), CitizenRecord>,
-    dirty: HashSet<(i32, CitizenKey)>,
+struct PartitionWork {
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    deletes: Vec<Vec<u8>>,
     offsets: BTreeMap<(String, i32), i64>,
-    max_time: HashMap<i32, Millis>,
-    /// Kafka timestamp (produce time) of the record holding each partition's
-    /// greatest event time in this batch: the cause of the timers it fires.
-    watermark_cause: HashMap<i32, Millis>,
-    /// Citizens re-evaluated because a timer fired.
-    fired: HashSet<(i32, CitizenKey)>,
     outbox: Vec<Entry>,
+}
+
+/// A consumed record's parts, borrowed for the batch, that the partition
+/// workers share.
+struct Input<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    /// Kafka timestamp: when the record was produced.
+    timestamp: Millis,
+    key: &'a [u8],
+    payload: &'a [u8],
+    /// The writer schema, or why there is none (the record is a dead letter).
+    writer: Result<Arc<Schema>, DecodeError>,
+}
+
+/// One source partition's records in a batch.
+type PartitionInputs<'a> = (i32, Vec<Input<'a>>);
+
+/// What a worker handed to the producer: the outbox sequence numbers from
+/// `first_seq` and their pending deliveries.
+struct Handed {
+    first_seq: u64,
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
 }
 
 impl Processor {
@@ -494,6 +534,7 @@ impl Processor {
                     last_progress = Instant::now();
                 }
                 if done >= total {
+                    self.reap(true).await?;
                     tracing::info!(
                         "rebuild complete: every partition consumed to where it ended at start-up"
                     );
@@ -539,7 +580,8 @@ impl Processor {
                 last_gauges = Instant::now();
             }
         }
-        Ok(())
+        // Stopping: wait for the views already handed to the producer.
+        self.reap(true).await
     }
 
     fn commit_for_lag(&self, messages: &[BorrowedMessage<'_>]) {
@@ -565,77 +607,89 @@ impl Processor {
             .set(self.store.block_cache_usage() as i64);
     }
 
-    fn load(
+    /// The citizen's record, read from the store the first time in a batch.
+    fn load<'a>(
         &self,
-        work: &mut BatchWork,
+        citizens: &'a mut HashMap<CitizenKey, CitizenRecord>,
         partition: i32,
         citizen: &CitizenKey,
-    ) -> anyhow::Result<()> {
-        let k = (partition, citizen.clone());
-        if work.citizens.contains_key(&k) {
-            return Ok(());
+    ) -> anyhow::Result<&'a mut CitizenRecord> {
+        if !citizens.contains_key(citizen) {
+            let record = match self.store.get(state::citizen_key(partition, citizen))? {
+                Some(bytes) => serde_json::from_slice(&bytes)?,
+                None => CitizenRecord::default(),
+            };
+            citizens.insert(citizen.clone(), record);
         }
-        let record = match self.store.get(state::citizen_key(partition, citizen))? {
-            Some(bytes) => serde_json::from_slice(&bytes)?,
-            None => CitizenRecord::default(),
-        };
-        work.citizens.insert(k, record);
-        Ok(())
+        Ok(citizens.get_mut(citizen).expect("inserted above"))
     }
 
-    fn dead_letter(&self, work: &mut BatchWork, m: &BorrowedMessage<'_>, err: &DecodeError) {
+    fn dead_letter(&self, m: &Input<'_>, err: &DecodeError) -> Entry {
         self.metrics
             .dead_letters
-            .with_label_values(&[m.topic(), err.reason()])
+            .with_label_values(&[m.topic, err.reason()])
             .inc();
-        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = err.reason(), error = %err, "dead-lettering record");
-        work.outbox.push(Entry {
+        tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset, reason = err.reason(), error = %err, "dead-lettering record");
+        Entry {
             topic: self.config.kafka.topic(DEAD_LETTER_TOPIC),
-            key: m.key().unwrap_or_default().to_vec(),
-            payload: m.payload().unwrap_or_default().to_vec(),
+            key: m.key.to_vec(),
+            payload: m.payload.to_vec(),
             headers: vec![
                 ("joinery.reason".into(), err.reason().into()),
                 ("joinery.error".into(), err.to_string()),
-                ("joinery.source.topic".into(), m.topic().into()),
-                ("joinery.source.partition".into(), m.partition().to_string()),
-                ("joinery.source.offset".into(), m.offset().to_string()),
+                ("joinery.source.topic".into(), m.topic.into()),
+                ("joinery.source.partition".into(), m.partition.to_string()),
+                ("joinery.source.offset".into(), m.offset.to_string()),
                 ("joinery.service".into(), "processor".into()),
             ],
-        });
+        }
     }
 
-    async fn decode(&self, m: &BorrowedMessage<'_>) -> Result<joinery_domain::Event, DecodeError> {
-        let (id, body) = unframe(m.payload().unwrap_or_default())?;
-        let writer = match self.registry.schema(id).await {
-            Ok(s) => s,
-            Err(e) if e.is_unknown_schema() => return Err(DecodeError::UnknownSchemaId(id)),
-            Err(e) => return Err(e.into()),
-        };
-        let name = record_name(&writer).unwrap_or_default();
+    /// The writer schema of a record (the only step that may wait, on the
+    /// registry; cached after the first record of each schema).
+    async fn writer_of(&self, m: &BorrowedMessage<'_>) -> Result<Arc<Schema>, DecodeError> {
+        let (id, _) = unframe(m.payload().unwrap_or_default())?;
+        match self.registry.schema(id).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_unknown_schema() => Err(DecodeError::UnknownSchemaId(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Decodes a record with its writer schema into an event of the topic's department.
+    fn decode_with(&self, input: &Input<'_>, writer: &Schema) -> Result<Event, DecodeError> {
+        let (_, body) = unframe(input.payload)?;
+        let name = record_name(writer).unwrap_or_default();
         let event_type =
             EventType::from_avro_full_name(&name).ok_or(DecodeError::UnknownRecordType(name))?;
         let department = self
             .config
             .kafka
-            .joinery_name(m.topic())
+            .joinery_name(input.topic)
             .and_then(Department::from_topic);
         if department != Some(event_type.department()) {
             return Err(DecodeError::WrongTopic {
                 event_type,
-                topic: m.topic().into(),
+                topic: input.topic.into(),
             });
         }
-        let value = decode_value(&writer, self.catalog.event_schema(event_type), body)?;
+        let value = decode_value(writer, self.catalog.event_schema(event_type), body)?;
         event_from_value(event_type, value)
     }
 
+    /// Processes one batch. The records are grouped by source partition
+    /// (their writer schemas fetched first: the only step that waits), and
+    /// the partitions are dealt to the workers. Each worker, on its own
+    /// thread, decodes its partitions' records (dead-lettering the bad ones),
+    /// works their state, watermarks, timers and views, writes that state
+    /// with those partitions' offsets and outbox in one RocksDB batch, and
+    /// hands the outbox to the producer. Partitions share nothing, so each
+    /// partition's state and offsets stay consistent whatever crashes when.
     async fn process(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
-        let mut work = BatchWork::default();
+        let mut inputs: BTreeMap<i32, Vec<Input<'_>>> = BTreeMap::new();
         for m in messages {
-            work.offsets
-                .insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-            let event = loop {
-                match self.decode(m).await {
+            let writer = loop {
+                match self.writer_of(m).await {
                     Err(e) if !e.is_poison() => {
                         tracing::warn!(error = %e, "cannot decode yet (registry unavailable); retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -643,32 +697,158 @@ impl Processor {
                     other => break other,
                 }
             };
-            let event = match event {
-                Ok(e) => e,
+            inputs.entry(m.partition()).or_default().push(Input {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis().unwrap_or(0),
+                key: m.key().unwrap_or_default(),
+                payload: m.payload().unwrap_or_default(),
+                writer,
+            });
+        }
+        let inputs: Vec<PartitionInputs<'_>> = inputs.into_iter().collect();
+        let workers = self.config.workers.max(1).min(inputs.len().max(1));
+        let handed: Vec<anyhow::Result<Handed>> = if workers <= 1 {
+            vec![self.work_share(inputs)]
+        } else {
+            // Deal partitions to workers by load, biggest first.
+            let mut shares: Vec<(usize, Vec<PartitionInputs<'_>>)> =
+                (0..workers).map(|_| (0, Vec::new())).collect();
+            let mut inputs = inputs;
+            inputs.sort_by_key(|(_, e)| std::cmp::Reverse(e.len()));
+            for part in inputs {
+                let lightest = shares
+                    .iter_mut()
+                    .min_by_key(|(n, _)| *n)
+                    .expect("at least one worker");
+                lightest.0 += part.1.len();
+                lightest.1.push(part);
+            }
+            tokio::task::block_in_place(|| {
+                use rayon::prelude::*;
+                self.workers.install(|| {
+                    shares
+                        .into_par_iter()
+                        .map(|(_, parts)| self.work_share(parts))
+                        .collect()
+                })
+            })
+        };
+        for h in handed {
+            self.await_deliveries(h?);
+        }
+        self.reap(false).await
+    }
+
+    /// One worker's share of a batch: works each of its partitions, writes
+    /// their state, offsets and outbox in one RocksDB batch, then hands the
+    /// outbox to the producer in order (so each citizen's views keep their
+    /// order; the next batch starts only when every worker is done).
+    fn work_share(&self, parts: Vec<PartitionInputs<'_>>) -> anyhow::Result<Handed> {
+        let mut batch = self.store.batch();
+        let mut outbox = Vec::new();
+        for (p, inputs) in parts {
+            let work = self.work_partition(p, inputs)?;
+            for (k, v) in work.puts {
+                batch.put(k, v);
+            }
+            for k in work.deletes {
+                batch.delete(k);
+            }
+            for ((topic, p), next) in &work.offsets {
+                batch.set_offset(topic, *p, *next);
+            }
+            outbox.extend(work.outbox);
+        }
+        use std::sync::atomic::Ordering;
+        let first_seq = self
+            .next_seq
+            .fetch_add(outbox.len() as u64, Ordering::SeqCst);
+        for (i, entry) in outbox.iter().enumerate() {
+            batch.put(outbox::key(first_seq + i as u64), entry.encode());
+        }
+        self.store.write(batch)?;
+        let mut deliveries = Vec::with_capacity(outbox.len());
+        for e in &outbox {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &e.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut record = FutureRecord::to(&e.topic)
+                .key(&e.key)
+                .payload(&e.payload)
+                .headers(headers);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(d) => {
+                        deliveries.push(d);
+                        break;
+                    }
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((err, _)) => anyhow::bail!("producing to {} failed: {err}; stopping so that the outbox is republished on restart", e.topic),
+                }
+            }
+        }
+        Ok(Handed {
+            first_seq,
+            deliveries,
+        })
+    }
+
+    /// One source partition's share of a batch: loads its citizens, applies
+    /// the events, advances its watermark, fires its due timers, evaluates
+    /// every changed citizen and returns the writes and views. Reads the
+    /// store but writes nothing; touches no other partition's keys.
+    fn work_partition(&self, p: i32, inputs: Vec<Input<'_>>) -> anyhow::Result<PartitionWork> {
+        let mut out = PartitionWork::default();
+        let mut events = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            out.offsets
+                .insert((input.topic.to_owned(), p), input.offset + 1);
+            let decoded = match &input.writer {
+                Ok(w) => self.decode_with(input, w),
                 Err(e) => {
-                    self.dead_letter(&mut work, m, &e);
+                    out.outbox.push(self.dead_letter(input, e));
                     continue;
                 }
             };
-            let p = m.partition();
-            let ts = m.timestamp().to_millis().unwrap_or(0);
-            let max = work.max_time.entry(p).or_insert(i64::MIN);
-            if event.occurred_at > *max {
-                *max = event.occurred_at;
-                // The record that moves the watermark (the first with the
-                // greatest event time): deterministic for any batching.
-                work.watermark_cause.insert(p, ts);
+            match decoded {
+                Ok(e) => events.push((e, input.timestamp)),
+                Err(e) => out.outbox.push(self.dead_letter(input, &e)),
+            }
+        }
+        let mut citizens: HashMap<CitizenKey, CitizenRecord> = HashMap::new();
+        let mut dirty: Vec<CitizenKey> = Vec::new();
+        let mut fired: HashSet<CitizenKey> = HashSet::new();
+        let mut seen = i64::MIN;
+        // The record that moves the watermark (the first with the greatest
+        // event time): deterministic for any batching.
+        let mut watermark_cause = 0;
+        for (event, ts) in events {
+            if event.occurred_at > seen {
+                seen = event.occurred_at;
+                watermark_cause = ts;
             }
             let label = event.event_type.to_string();
             let citizen = event.citizen_key.clone();
-            self.load(&mut work, p, &citizen)?;
-            let record = work
-                .citizens
-                .get_mut(&(p, citizen.clone()))
-                .expect("loaded above");
+            let record = self.load(&mut citizens, p, &citizen)?;
             if record.events.insert(event) {
                 record.ingested_at = record.ingested_at.max(ts);
-                work.dirty.insert((p, citizen));
+                if !dirty.contains(&citizen) {
+                    dirty.push(citizen);
+                }
                 self.metrics
                     .events
                     .with_label_values(&[&label, "applied"])
@@ -681,65 +861,52 @@ impl Processor {
             }
         }
 
-        let mut batch = self.store.batch();
-        // Advance each touched partition's watermark and fire its timers.
-        let mut watermarks: HashMap<i32, Millis> = HashMap::new();
-        let seen_times: Vec<(i32, Millis)> = work.max_time.iter().map(|(p, t)| (*p, *t)).collect();
-        for (p, seen) in seen_times {
-            let stored = match self.store.get(state::max_time_key(p))? {
-                Some(b) => i64::from_be_bytes(
-                    b.as_slice()
-                        .try_into()
-                        .map_err(|_| anyhow::anyhow!("corrupt watermark of partition {p}"))?,
-                ),
-                None => i64::MIN,
-            };
-            let max_time = stored.max(seen);
-            batch.put(state::max_time_key(p), max_time.to_be_bytes());
-            let wm = max_time.saturating_sub(self.config.allowed_lateness);
-            watermarks.insert(p, wm);
-            self.metrics
-                .watermark
-                .with_label_values(&[&p.to_string()])
-                .set(wm / 1000);
-            let previous_wm = stored.saturating_sub(self.config.allowed_lateness);
-            if wm > previous_wm {
-                // Timers at or before the previous watermark have fired and
-                // every new timer lies after the watermark it was set at, so
-                // only (previous, current] can hold due timers; starting there
-                // also skips the tombstones of timers already fired.
-                let due = self
-                    .store
-                    .scan_range(&state::timer_end(p, previous_wm), &state::timer_end(p, wm))?;
-                for (k, _) in due {
-                    batch.delete(&k);
-                    if let Some(c) = state::timer_citizen(&k, p) {
-                        self.load(&mut work, p, &c)?;
-                        if let Some(r) = work.citizens.get_mut(&(p, c.clone())) {
-                            r.timer = None;
-                        }
-                        work.fired.insert((p, c.clone()));
-                        work.dirty.insert((p, c));
+        // Advance the partition's watermark and fire its due timers.
+        let stored = match self.store.get(state::max_time_key(p))? {
+            Some(b) => i64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("corrupt watermark of partition {p}"))?,
+            ),
+            None => i64::MIN,
+        };
+        let max_time = stored.max(seen);
+        out.puts
+            .push((state::max_time_key(p), max_time.to_be_bytes().to_vec()));
+        let wm = max_time.saturating_sub(self.config.allowed_lateness);
+        self.metrics
+            .watermark
+            .with_label_values(&[&p.to_string()])
+            .set(wm / 1000);
+        let previous_wm = stored.saturating_sub(self.config.allowed_lateness);
+        if wm > previous_wm {
+            // Timers at or before the previous watermark have fired and
+            // every new timer lies after the watermark it was set at, so
+            // only (previous, current] can hold due timers; starting there
+            // also skips the tombstones of timers already fired.
+            let due = self
+                .store
+                .scan_range(&state::timer_end(p, previous_wm), &state::timer_end(p, wm))?;
+            for (k, _) in due {
+                out.deletes.push(k.to_vec());
+                if let Some(c) = state::timer_citizen(&k, p) {
+                    self.load(&mut citizens, p, &c)?.timer = None;
+                    fired.insert(c.clone());
+                    if !dirty.contains(&c) {
+                        dirty.push(c);
                     }
                 }
             }
         }
 
-        for (p, citizen) in &work.dirty {
-            let wm = match watermarks.get(p) {
-                Some(w) => *w,
-                None => continue,
-            };
-            let record = work
-                .citizens
-                .get_mut(&(*p, citizen.clone()))
+        for citizen in &dirty {
+            let record = citizens
+                .get_mut(citizen)
                 .expect("dirty citizens are loaded");
             // What a changed view reflects: the citizen's own newest event,
             // or, when a timer fired, the record that moved the watermark.
-            let cause = if work.fired.contains(&(*p, citizen.clone())) {
-                record
-                    .ingested_at
-                    .max(work.watermark_cause.get(p).copied().unwrap_or(0))
+            let cause = if fired.contains(citizen) {
+                record.ingested_at.max(watermark_cause)
             } else {
                 record.ingested_at
             };
@@ -780,7 +947,7 @@ impl Processor {
                     ingested_at: cause,
                 };
                 let body = encode_value(self.catalog.view_schema(), view_to_value(&view))?;
-                work.outbox.push(Entry {
+                out.outbox.push(Entry {
                     topic: self.config.kafka.topic(&view_topic(mission.id())),
                     key: citizen.as_str().as_bytes().to_vec(),
                     payload: frame(self.view_schema_id, &body),
@@ -804,31 +971,77 @@ impl Processor {
             }
             if record.timer != next_timer {
                 if let Some(old) = record.timer {
-                    batch.delete(state::timer_key(*p, old, citizen));
+                    out.deletes.push(state::timer_key(p, old, citizen));
                 }
                 if let Some(new) = next_timer {
-                    batch.put(state::timer_key(*p, new, citizen), []);
+                    out.puts
+                        .push((state::timer_key(p, new, citizen), Vec::new()));
                 }
                 record.timer = next_timer;
             }
+            out.puts.push((
+                state::citizen_key(p, citizen),
+                serde_json::to_vec(&*record)?,
+            ));
         }
-        for ((p, citizen), record) in &work.citizens {
-            if work.dirty.contains(&(*p, citizen.clone())) {
-                batch.put(state::citizen_key(*p, citizen), serde_json::to_vec(record)?);
+        Ok(out)
+    }
+
+    /// Waits in the background for the acknowledgements of what a worker
+    /// handed to the producer, then takes those entries out of the outbox;
+    /// the next batches are worked meanwhile (at most
+    /// [`MAX_BATCHES_IN_FLIGHT`] wait at once). A failed delivery stops the
+    /// processor: its entries stay in the outbox and the restart republishes
+    /// them (projections ignore a view at or below the version they have, so
+    /// order across a restart does not matter).
+    fn await_deliveries(&self, handed: Handed) {
+        if handed.deliveries.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let handle = tokio::spawn(async move {
+            let count = handed.deliveries.len() as u64;
+            for d in handed.deliveries {
+                match d.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((err, msg))) => anyhow::bail!(
+                        "producing to {} failed: {err}; stopping so that the outbox is republished on restart",
+                        rdkafka::Message::topic(&msg)
+                    ),
+                    Err(_) => anyhow::bail!("a delivery was cancelled; stopping so that the outbox is republished on restart"),
+                }
+            }
+            let mut batch = store.batch();
+            for seq in handed.first_seq..handed.first_seq + count {
+                batch.delete(outbox::key(seq));
+            }
+            store.write(batch)?;
+            Ok(())
+        });
+        self.in_flight.lock().expect("lock").push_back(handle);
+    }
+
+    /// Collects finished deliveries (all of them with `all`, else those
+    /// done and enough to keep at most [`MAX_BATCHES_IN_FLIGHT`] waiting),
+    /// returning the first failure.
+    async fn reap(&self, all: bool) -> anyhow::Result<()> {
+        loop {
+            let next = {
+                let mut q = self.in_flight.lock().expect("lock");
+                let due = q
+                    .front()
+                    .is_some_and(|h| all || h.is_finished() || q.len() > MAX_BATCHES_IN_FLIGHT);
+                if due {
+                    q.pop_front()
+                } else {
+                    None
+                }
+            };
+            match next {
+                Some(h) => h.await??,
+                None => return Ok(()),
             }
         }
-        for ((topic, p), next) in &work.offsets {
-            batch.set_offset(topic, *p, *next);
-        }
-        use std::sync::atomic::Ordering;
-        let first_seq = self
-            .next_seq
-            .fetch_add(work.outbox.len() as u64, Ordering::SeqCst);
-        for (i, entry) in work.outbox.iter().enumerate() {
-            batch.put(outbox::key(first_seq + i as u64), entry.encode());
-        }
-        self.store.write(batch)?;
-        self.publish(first_seq, work.outbox).await
     }
 
     /// Produces outbox entries (sequence numbers from `first_seq`), waits for
