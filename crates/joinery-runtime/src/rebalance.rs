@@ -26,11 +26,14 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::{KafkaSettings, OffsetLookup, RebalanceEvent};
 use crate::Telemetry;
 
+/// A partition's (first offset, end offset).
+type LogBounds = (i64, i64);
+
 #[derive(Debug, Default)]
 struct Tracker {
     revoked_at: Option<Instant>,
-    /// Partition → (assigned at, log end at assignment once known).
-    restoring: HashMap<(String, i32), (Instant, Option<i64>)>,
+    /// Partition → (assigned at, (log start, log end) at assignment once known).
+    restoring: HashMap<(String, i32), (Instant, Option<LogBounds>)>,
 }
 
 /// Measures rebalance pauses and restore times; see the module docs.
@@ -104,25 +107,33 @@ impl RestoreTracker {
         self.restoring.set(s.restoring.len() as i64);
     }
 
-    /// Watches restoring partitions until `cancel`: asks for each one's log
-    /// end once, then polls `offsets` (the state store's next offset) until
-    /// it reaches that end.
+    /// Watches restoring partitions until `cancel` fires or the returned
+    /// guard is dropped (which also waits for the thread, so that it no
+    /// longer holds the service's store): asks for each partition's log
+    /// bounds once, then polls `offsets` (the state store's next offset)
+    /// until it reaches the end.
     pub fn spawn(
         &self,
         kafka: &KafkaSettings,
         offsets: OffsetLookup,
-        cancel: CancellationToken,
-    ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<RestoreWatch> {
         let client: BaseConsumer = kafka.client("joinery-restore-watch").create()?;
         let me = self.clone();
-        Ok(std::thread::Builder::new()
+        let cancel = cancel.child_token();
+        let stop = cancel.clone();
+        let thread = std::thread::Builder::new()
             .name("restore-watch".into())
             .spawn(move || {
-                while !cancel.is_cancelled() {
+                while !stop.is_cancelled() {
                     me.poll(&client, &offsets);
                     std::thread::sleep(Duration::from_millis(250));
                 }
-            })?)
+            })?;
+        Ok(RestoreWatch {
+            cancel,
+            thread: Some(thread),
+        })
     }
 
     fn poll(&self, client: &BaseConsumer, offsets: &OffsetLookup) {
@@ -136,9 +147,9 @@ impl RestoreTracker {
         };
         for (t, p) in unknown {
             match client.fetch_watermarks(&t, p, Duration::from_secs(5)) {
-                Ok((_, high)) => {
+                Ok(bounds) => {
                     if let Some(e) = self.state.lock().expect("lock").restoring.get_mut(&(t, p)) {
-                        e.1 = Some(high);
+                        e.1 = Some(bounds);
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "log end not known yet"),
@@ -147,8 +158,11 @@ impl RestoreTracker {
         let mut s = self.state.lock().expect("lock");
         let now = Instant::now();
         s.restoring.retain(|(t, p), (since, end)| {
-            let Some(end) = *end else { return true };
-            let caught_up = end == 0 || offsets(t, *p).ok().flatten().is_some_and(|o| o >= end);
+            let Some((start, end)) = *end else {
+                return true;
+            };
+            // An empty log (or one emptied by retention) has nothing to restore.
+            let caught_up = end <= start || offsets(t, *p).ok().flatten().is_some_and(|o| o >= end);
             if caught_up {
                 let secs = now.duration_since(*since).as_secs_f64();
                 self.restore.observe(secs);
@@ -157,6 +171,22 @@ impl RestoreTracker {
             !caught_up
         });
         self.restoring.set(s.restoring.len() as i64);
+    }
+}
+
+/// The restore watch's thread: stopped and joined when dropped.
+#[derive(Debug)]
+pub struct RestoreWatch {
+    cancel: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RestoreWatch {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -278,8 +278,7 @@ struct Processor {
     /// life: threads made per batch fragmented the heap).
     workers: rayon::ThreadPool,
     /// Deliveries of published batches still awaiting acknowledgement.
-    in_flight:
-        std::sync::Mutex<std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    in_flight: std::sync::Mutex<std::collections::VecDeque<InFlight>>,
 }
 
 /// Batches whose views may await Kafka's acknowledgement while later
@@ -402,7 +401,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .and_then(|(k, _)| outbox::seq_of(k))
         .map_or(0, |s| s + 1);
 
-    let _restore_watch = restores.spawn(&config.kafka, offsets, cancel.clone())?;
+    let _restore_watch = restores.spawn(&config.kafka, offsets, &cancel)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.workers.max(1))
         .thread_name(|i| format!("partition-worker-{i}"))
@@ -450,8 +449,8 @@ pub fn view_version(watermark: Millis, distinct_events: usize) -> i64 {
 /// What one partition's share of a batch changes, before it is written.
 #[derive(Default)]
 struct PartitionWork {
-    puts: Vec<(Vec<u8>, Vec<u8>)>,
-    deletes: Vec<Vec<u8>>,
+    /// Writes in the order they were decided: `None` deletes the key.
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     offsets: BTreeMap<(String, i32), i64>,
     outbox: Vec<Entry>,
 }
@@ -468,6 +467,13 @@ struct Input<'a> {
     payload: &'a [u8],
     /// The writer schema, or why there is none (the record is a dead letter).
     writer: Result<Arc<Schema>, DecodeError>,
+}
+
+/// A batch whose views await Kafka's acknowledgement, and its outbox
+/// ranges (first sequence number, count), deleted once it is acknowledged.
+struct InFlight {
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ranges: Vec<(u64, u64)>,
 }
 
 /// One source partition's records in a batch.
@@ -567,11 +573,13 @@ impl Processor {
                     }
                 }
             }
-            self.metrics.batch_records.observe(messages.len() as f64);
             if !messages.is_empty() {
                 self.process(&messages).await?;
                 self.commit_for_lag(&messages);
             }
+            // Observed once the batch's state is written (the benchmark reads
+            // its sum as the records fully processed).
+            self.metrics.batch_records.observe(messages.len() as f64);
             self.metrics
                 .batch_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -735,9 +743,11 @@ impl Processor {
                 })
             })
         };
+        let mut shares = Vec::with_capacity(handed.len());
         for h in handed {
-            self.await_deliveries(h?);
+            shares.push(h?);
         }
+        self.await_deliveries(shares);
         self.reap(false).await
     }
 
@@ -750,11 +760,11 @@ impl Processor {
         let mut outbox = Vec::new();
         for (p, inputs) in parts {
             let work = self.work_partition(p, inputs)?;
-            for (k, v) in work.puts {
-                batch.put(k, v);
-            }
-            for k in work.deletes {
-                batch.delete(k);
+            for (k, v) in work.ops {
+                match v {
+                    Some(v) => batch.put(k, v),
+                    None => batch.delete(k),
+                }
             }
             for ((topic, p), next) in &work.offsets {
                 batch.set_offset(topic, *p, *next);
@@ -830,11 +840,15 @@ impl Processor {
             }
         }
         let mut citizens: HashMap<CitizenKey, CitizenRecord> = HashMap::new();
+        // Changed citizens, in first-touched order, and the same as a set.
         let mut dirty: Vec<CitizenKey> = Vec::new();
+        let mut is_dirty: HashSet<CitizenKey> = HashSet::new();
         let mut fired: HashSet<CitizenKey> = HashSet::new();
         let mut seen = i64::MIN;
-        // The record that moves the watermark (the first with the greatest
-        // event time): deterministic for any batching.
+        // The record that moves the watermark (the first consumed with the
+        // greatest event time): the cause of the timers it fires, for
+        // freshness. Only `ingested_at` depends on it; which record it is can
+        // differ between runs when topics interleave differently.
         let mut watermark_cause = 0;
         for (event, ts) in events {
             if event.occurred_at > seen {
@@ -846,7 +860,7 @@ impl Processor {
             let record = self.load(&mut citizens, p, &citizen)?;
             if record.events.insert(event) {
                 record.ingested_at = record.ingested_at.max(ts);
-                if !dirty.contains(&citizen) {
+                if is_dirty.insert(citizen.clone()) {
                     dirty.push(citizen);
                 }
                 self.metrics
@@ -871,8 +885,10 @@ impl Processor {
             None => i64::MIN,
         };
         let max_time = stored.max(seen);
-        out.puts
-            .push((state::max_time_key(p), max_time.to_be_bytes().to_vec()));
+        out.ops.push((
+            state::max_time_key(p),
+            Some(max_time.to_be_bytes().to_vec()),
+        ));
         let wm = max_time.saturating_sub(self.config.allowed_lateness);
         self.metrics
             .watermark
@@ -888,11 +904,11 @@ impl Processor {
                 .store
                 .scan_range(&state::timer_end(p, previous_wm), &state::timer_end(p, wm))?;
             for (k, _) in due {
-                out.deletes.push(k.to_vec());
+                out.ops.push((k.to_vec(), None));
                 if let Some(c) = state::timer_citizen(&k, p) {
                     self.load(&mut citizens, p, &c)?.timer = None;
                     fired.insert(c.clone());
-                    if !dirty.contains(&c) {
+                    if is_dirty.insert(c.clone()) {
                         dirty.push(c);
                     }
                 }
@@ -971,37 +987,39 @@ impl Processor {
             }
             if record.timer != next_timer {
                 if let Some(old) = record.timer {
-                    out.deletes.push(state::timer_key(p, old, citizen));
+                    out.ops.push((state::timer_key(p, old, citizen), None));
                 }
                 if let Some(new) = next_timer {
-                    out.puts
-                        .push((state::timer_key(p, new, citizen), Vec::new()));
+                    out.ops
+                        .push((state::timer_key(p, new, citizen), Some(Vec::new())));
                 }
                 record.timer = next_timer;
             }
-            out.puts.push((
+            out.ops.push((
                 state::citizen_key(p, citizen),
-                serde_json::to_vec(&*record)?,
+                Some(serde_json::to_vec(&*record)?),
             ));
         }
         Ok(out)
     }
 
-    /// Waits in the background for the acknowledgements of what a worker
-    /// handed to the producer, then takes those entries out of the outbox;
-    /// the next batches are worked meanwhile (at most
-    /// [`MAX_BATCHES_IN_FLIGHT`] wait at once). A failed delivery stops the
-    /// processor: its entries stay in the outbox and the restart republishes
-    /// them (projections ignore a view at or below the version they have, so
-    /// order across a restart does not matter).
-    fn await_deliveries(&self, handed: Handed) {
-        if handed.deliveries.is_empty() {
-            return;
-        }
-        let store = Arc::clone(&self.store);
+    /// Waits in the background for the acknowledgements of what a batch's
+    /// workers handed to the producer, while the next batches are worked (at
+    /// most [`MAX_BATCHES_IN_FLIGHT`] batches wait at once). Entries leave the
+    /// outbox only in batch order ([`Processor::reap`]), so after a crash the
+    /// outbox holds every view from the oldest unacknowledged batch on, and
+    /// republishing it sends each citizen's views in their original order
+    /// (the newest view stays the last, and so the compacted one). A failed
+    /// delivery stops the processor: its entries stay in the outbox and the
+    /// restart republishes them.
+    fn await_deliveries(&self, shares: Vec<Handed>) {
+        let ranges: Vec<(u64, u64)> = shares
+            .iter()
+            .map(|h| (h.first_seq, h.deliveries.len() as u64))
+            .collect();
+        let deliveries: Vec<_> = shares.into_iter().flat_map(|h| h.deliveries).collect();
         let handle = tokio::spawn(async move {
-            let count = handed.deliveries.len() as u64;
-            for d in handed.deliveries {
+            for d in deliveries {
                 match d.await {
                     Ok(Ok(_)) => {}
                     Ok(Err((err, msg))) => anyhow::bail!(
@@ -1011,47 +1029,49 @@ impl Processor {
                     Err(_) => anyhow::bail!("a delivery was cancelled; stopping so that the outbox is republished on restart"),
                 }
             }
-            let mut batch = store.batch();
-            for seq in handed.first_seq..handed.first_seq + count {
-                batch.delete(outbox::key(seq));
-            }
-            store.write(batch)?;
             Ok(())
         });
-        self.in_flight.lock().expect("lock").push_back(handle);
+        self.in_flight
+            .lock()
+            .expect("lock")
+            .push_back(InFlight { handle, ranges });
     }
 
-    /// Collects finished deliveries (all of them with `all`, else those
-    /// done and enough to keep at most [`MAX_BATCHES_IN_FLIGHT`] waiting),
-    /// returning the first failure.
+    /// Collects acknowledged batches in order, oldest first (all of them
+    /// with `all`; otherwise those done, and enough to keep at most
+    /// [`MAX_BATCHES_IN_FLIGHT`] waiting), deleting their outbox entries;
+    /// returns the first failure.
     async fn reap(&self, all: bool) -> anyhow::Result<()> {
         loop {
             let next = {
                 let mut q = self.in_flight.lock().expect("lock");
-                let due = q
-                    .front()
-                    .is_some_and(|h| all || h.is_finished() || q.len() > MAX_BATCHES_IN_FLIGHT);
+                let due = q.front().is_some_and(|b| {
+                    all || b.handle.is_finished() || q.len() > MAX_BATCHES_IN_FLIGHT
+                });
                 if due {
                     q.pop_front()
                 } else {
                     None
                 }
             };
-            match next {
-                Some(h) => h.await??,
-                None => return Ok(()),
+            let Some(batch) = next else {
+                return Ok(());
+            };
+            batch.handle.await??;
+            let mut deletes = self.store.batch();
+            for (first, count) in batch.ranges {
+                for seq in first..first + count {
+                    deletes.delete(outbox::key(seq));
+                }
             }
+            self.store.write(deletes)?;
         }
     }
 
-    /// Produces outbox entries (sequence numbers from `first_seq`), waits for
-    /// every acknowledgement, then deletes them from the outbox.
-    async fn publish(&self, first_seq: u64, entries: Vec<Entry>) -> anyhow::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    /// Produces entries in order and waits for every acknowledgement.
+    async fn publish(&self, entries: &[Entry]) -> anyhow::Result<()> {
         let mut pending = Vec::with_capacity(entries.len());
-        for e in &entries {
+        for e in entries {
             let mut headers = OwnedHeaders::new();
             for (k, v) in &e.headers {
                 headers = headers.insert(Header {
@@ -1068,18 +1088,13 @@ impl Processor {
         for (r, e) in futures::future::join_all(pending)
             .await
             .into_iter()
-            .zip(&entries)
+            .zip(entries)
         {
             if let Err((err, _)) = r {
                 // The entries stay in the outbox; the restart publishes them.
                 anyhow::bail!("producing to {} failed: {err}; stopping so that the outbox is republished on restart", e.topic);
             }
         }
-        let mut batch = self.store.batch();
-        for seq in first_seq..first_seq + entries.len() as u64 {
-            batch.delete(outbox::key(seq));
-        }
-        self.store.write(batch)?;
         Ok(())
     }
 
@@ -1093,17 +1108,19 @@ impl Processor {
             records = pending.len(),
             "republishing the outbox left by the previous run"
         );
-        let first = pending
-            .first()
-            .and_then(|(k, _)| outbox::seq_of(k))
-            .unwrap_or(0);
         let mut entries = Vec::with_capacity(pending.len());
         for (k, v) in &pending {
             let entry = Entry::decode(v)
                 .ok_or_else(|| anyhow::anyhow!("corrupt outbox entry {:?}", outbox::seq_of(k)))?;
             entries.push(entry);
         }
-        // Sequence numbers are contiguous: entries are written and deleted in runs.
-        self.publish(first, entries).await
+        // In sequence order: each citizen's views go out in their order.
+        self.publish(&entries).await?;
+        let mut batch = self.store.batch();
+        for (k, _) in &pending {
+            batch.delete(k);
+        }
+        self.store.write(batch)?;
+        Ok(())
     }
 }

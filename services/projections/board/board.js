@@ -19,7 +19,15 @@
       .then(function (html) {
         var next = new DOMParser().parseFromString(html, 'text/html').getElementById('figures');
         if (next && next.innerHTML !== figures.innerHTML) {
+          // Keep keyboard focus on the same link or element across the swap.
+          var active = document.activeElement;
+          var inside = active && figures.contains(active);
+          var href = inside ? active.getAttribute('href') : null;
+          var id = inside ? active.id : null;
           figures.innerHTML = next.innerHTML;
+          var again = (href && figures.querySelector('[href="' + CSS.escape(href) + '"]')) ||
+            (id && document.getElementById(id));
+          if (again) again.focus({ preventScroll: true });
           status.textContent = 'Figures updated at ' + new Date().toLocaleTimeString('en-GB') + '.';
         }
       })

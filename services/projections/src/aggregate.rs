@@ -131,6 +131,10 @@ impl MissionMetrics {
         if self.by_month.get(&month).is_some_and(|a| a.cohort == 0) {
             self.by_month.remove(&month);
         }
+        self.add_area_month(area, month, c, sign);
+    }
+
+    fn add_area_month(&mut self, area: String, month: String, c: &Contribution, sign: i64) {
         let months = self.by_area_month.entry(area.clone()).or_default();
         months.entry(month.clone()).or_default().add(c, sign);
         if months.get(&month).is_some_and(|a| a.cohort == 0) {
@@ -138,6 +142,17 @@ impl MissionMetrics {
         }
         if months.is_empty() {
             self.by_area_month.remove(&area);
+        }
+    }
+
+    /// Rebuilds the area × cohort-month breakdown from every citizen's
+    /// current contribution (state saved before it existed has none).
+    pub fn rebuild_area_month(&mut self, contributions: impl IntoIterator<Item = Contribution>) {
+        self.by_area_month.clear();
+        for c in contributions.into_iter().filter(|c| c.in_cohort) {
+            let area = c.area_code.clone().unwrap_or_else(|| "unknown".into());
+            let month = c.cohort_month.clone().unwrap_or_else(|| "unknown".into());
+            self.add_area_month(area, month, &c, 1);
         }
     }
 
@@ -287,6 +302,16 @@ mod tests {
             m.by_area_month["E2"]["2026-03"].outcomes["o"].not_achieved,
             1
         );
+        // State saved before the breakdown existed rebuilds it from the
+        // current contributions.
+        let mut rebuilt = m.clone();
+        rebuilt.by_area_month.clear();
+        rebuilt.rebuild_area_month([
+            at(2, "E2", "2026-03", OutcomeState::NotAchieved),
+            at(1, "E1", "2026-02", OutcomeState::Pending),
+            at(1, "E2", "2026-01", OutcomeState::Pending),
+        ]);
+        assert_eq!(rebuilt, m);
     }
 
     #[test]

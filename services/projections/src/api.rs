@@ -62,7 +62,13 @@ pub(crate) fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
         } else {
             let num = d.count(o.achieved, exact);
             let den = d.count(decided, exact);
-            json!({"value": o.achieved as f64 / decided as f64, "withheld": false, "numerator": num.value, "denominator": den.value})
+            // Board readers get the rate of the published (rounded) counts:
+            // a rate of the exact counts over a small base would give them away.
+            let value = match (exact, num.value, den.value) {
+                (false, Some(n), Some(dn)) if dn > 0 => n as f64 / dn as f64,
+                _ => o.achieved as f64 / decided as f64,
+            };
+            json!({"value": value, "withheld": false, "numerator": num.value, "denominator": den.value})
         };
         let n: i64 = o.durations.values().sum();
         let durations = if d.withholds(n, exact) || n == 0 {

@@ -55,6 +55,20 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A string made safe for an HTML `id` (and `aria-labelledby`): letters,
+/// digits, `-` and `_` kept, anything else `-`.
+fn dom_id(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 fn area_label(code: &str) -> String {
     match AREA_NAMES.iter().find(|(c, _)| *c == code) {
         Some((_, name)) => format!("{name} ({code})"),
@@ -161,7 +175,7 @@ fn disclosure_note(h: &Value) -> String {
     let rounding = h["disclosure"]["rounding"].as_i64().unwrap_or(5);
     format!(
         "<p class=\"govuk-body-s\">To protect individuals, counts under {threshold} are shown as [c] and other counts are rounded to the nearest {rounding}; \
-         a rate or a time to achieve is withheld when the count it rests on is suppressed. Rates are achieved ÷ decided (achieved + not achieved), from exact counts.</p>"
+         a rate or a time to achieve is withheld when the count it rests on is suppressed. Rates are achieved ÷ decided (achieved + not achieved), of the published counts.</p>"
     )
 }
 
@@ -449,8 +463,13 @@ async fn mission(
     );
     for (name, doc) in outcome_docs(&h) {
         let o = &h["total"]["outcomes"][&name];
-        let share = provisional_share(o)
-            .map_or_else(|| SUPPRESSED.to_owned(), |p| format!("{:.0}%", p * 100.0));
+        let nothing_yet =
+            o["pending"]["value"].as_i64() == Some(0) && o["final"]["value"].as_i64() == Some(0);
+        let share = match provisional_share(o) {
+            Some(p) => format!("{:.0}%", p * 100.0),
+            None if nothing_yet => "–".to_owned(),
+            None => SUPPRESSED.to_owned(),
+        };
         let median = &o["days_to_achieve"];
         let days = match median["median_days"].as_i64() {
             Some(d) => format!(
@@ -462,8 +481,8 @@ async fn mission(
         };
         let _ = write!(
             body,
-            "<section class=\"app-outcome\" data-outcome=\"{n}\" aria-labelledby=\"o-{n}\">\
-             <h2 class=\"govuk-heading-l\" id=\"o-{n}\">{}</h2>\
+            "<section class=\"app-outcome\" data-outcome=\"{n}\" aria-labelledby=\"o-{id}\">\
+             <h2 class=\"govuk-heading-l\" id=\"o-{id}\">{}</h2>\
              <div class=\"govuk-grid-row\">\
              <div class=\"govuk-grid-column-one-third\"><div class=\"app-figure\"><p class=\"govuk-body-s app-figure__label\">Achieved (of those decided)</p><p class=\"app-figure__value\" data-field=\"rate\">{}</p>\
              <p class=\"govuk-body-s\"><span data-field=\"achieved\">{}</span> achieved, <span data-field=\"not_achieved\">{}</span> not achieved</p></div></div>\
@@ -477,12 +496,13 @@ async fn mission(
             count(&o["not_achieved"]),
             count(&o["pending"]),
             n = esc(&name),
+            id = dom_id(&name),
         );
         if !months.is_empty() {
             let _ = write!(
                 body,
                 "<h3 class=\"govuk-heading-m\">Trend by cohort month</h3><figure class=\"app-figure-chart\">{}</figure>{}",
-                chart(&format!("trend-{name}"), &format!("Rate achieved by cohort month, {doc}"), &bars(&months, &name), true),
+                chart(&format!("trend-{}", dom_id(&name)), &format!("Rate achieved by cohort month, {doc}"), &bars(&months, &name), true),
                 group_table("Outcome by cohort month (the month the citizen joined the cohort)", "cohort_month", &months, &name),
             );
         }
@@ -490,7 +510,7 @@ async fn mission(
             let _ = write!(
                 body,
                 "<h3 class=\"govuk-heading-m\">By area</h3><figure class=\"app-figure-chart\">{}</figure>{}",
-                chart(&format!("area-{name}"), &format!("Rate achieved by area, {doc}"), &bars(&areas, &name), false),
+                chart(&format!("area-{}", dom_id(&name)), &format!("Rate achieved by area, {doc}"), &bars(&areas, &name), false),
                 group_table("Outcome by area (local authority district of residence)", "area", &areas, &name),
             );
         }
@@ -547,6 +567,7 @@ mod tests {
         );
         assert_eq!(area_label("E08000025"), "Birmingham (E08000025)");
         assert_eq!(area_label("E07000001"), "E07000001");
+        assert_eq!(dom_id("a b\"<c>_d-1"), "a-b--c-_d-1");
     }
 
     #[test]

@@ -140,10 +140,20 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     let metrics = Metrics::new(&telemetry);
     let mut restored = HashMap::new();
     for m in &missions {
-        let current = match store.get(format!("{METRICS_PREFIX}{m}"))? {
+        let mut current: MissionMetrics = match store.get(format!("{METRICS_PREFIX}{m}"))? {
             Some(b) => serde_json::from_slice(&b)?,
             None => MissionMetrics::default(),
         };
+        if !current.by_area.is_empty() && current.by_area_month.is_empty() {
+            // Saved before the area x month breakdown existed: rebuild it.
+            let prefix = format!("v/{m}/");
+            let mut contributions = Vec::new();
+            for (_, v) in store.scan(prefix.as_bytes(), None)? {
+                contributions.push(serde_json::from_slice::<Contribution>(&v)?);
+            }
+            tracing::info!(mission = %m, citizens = contributions.len(), "rebuilding the area x cohort-month breakdown");
+            current.rebuild_area_month(contributions);
+        }
         metrics.publish(m, &current);
         restored.insert((*m).to_owned(), current);
     }
@@ -188,7 +198,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         .consumer("joinery-projections", &config.group)
         .set("statistics.interval.ms", "5000")
         .create_with_context(context)?;
-    let _restore_watch = restores.spawn(&config.kafka, offsets, cancel.clone())?;
+    let _restore_watch = restores.spawn(&config.kafka, offsets, &cancel)?;
     let topics: Vec<String> = missions
         .iter()
         .map(|m| config.kafka.topic(&view_topic(m)))
