@@ -624,7 +624,7 @@ impl Processor {
     ) -> anyhow::Result<&'a mut CitizenRecord> {
         if !citizens.contains_key(citizen) {
             let record = match self.store.get(state::citizen_key(partition, citizen))? {
-                Some(bytes) => serde_json::from_slice(&bytes)?,
+                Some(bytes) => state::decode_record(&bytes)?,
                 None => CitizenRecord::default(),
             };
             citizens.insert(citizen.clone(), record);
@@ -997,7 +997,7 @@ impl Processor {
             }
             out.ops.push((
                 state::citizen_key(p, citizen),
-                Some(serde_json::to_vec(&*record)?),
+                Some(state::encode_record(record)?),
             ));
         }
         Ok(out)
