@@ -163,10 +163,15 @@ impl Store {
         o.set_write_buffer_manager(&wbm);
         o.set_compression_type(rocksdb::DBCompressionType::Lz4);
         o.increase_parallelism(2);
-        let db = DB::open(&o, path).map_err(|source| StoreError::Rocks {
-            path: path.to_owned(),
-            source,
-        })?;
+        // Opened with the default column family named, so that batched
+        // multi-gets can address it.
+        let db =
+            DB::open_cf(&o, path, [rocksdb::DEFAULT_COLUMN_FAMILY_NAME]).map_err(|source| {
+                StoreError::Rocks {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(opts.sync);
         Ok(Store {
@@ -199,6 +204,28 @@ impl Store {
     /// The value under `key`.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get(key).map_err(|e| self.err(e))
+    }
+
+    /// The values of many keys at once (RocksDB's batched MultiGet: one
+    /// pass through the memtables and each file for the whole set), in the
+    /// order of `keys`; `sorted` says the keys are already in order.
+    pub fn multi_get(
+        &self,
+        keys: &[Vec<u8>],
+        sorted: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: rocksdb::DEFAULT_COLUMN_FAMILY_NAME.into(),
+                reason: "the default column family is missing".into(),
+            })?;
+        self.db
+            .batched_multi_get_cf(&cf, keys, sorted)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(|e| self.err(e)))
+            .collect()
     }
 
     /// The next offset to consume of `topic`/`partition`, if any was stored.
@@ -283,6 +310,21 @@ mod tests {
         assert_eq!(s.get(b"k").expect("get"), Some(b"v1".to_vec()));
         assert_eq!(s.offset("t", 3).expect("offset"), Some(10));
         assert_eq!(s.offset("t", 4).expect("offset"), None);
+    }
+
+    #[test]
+    fn multi_get_answers_in_the_order_asked_with_missing_keys_as_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let mut b = s.batch();
+        b.put(b"c/2", b"two");
+        b.put(b"c/1", b"one");
+        s.write(b).expect("write");
+        let keys = vec![b"c/1".to_vec(), b"c/15".to_vec(), b"c/2".to_vec()];
+        assert_eq!(
+            s.multi_get(&keys, true).expect("multi_get"),
+            vec![Some(b"one".to_vec()), None, Some(b"two".to_vec())]
+        );
     }
 
     #[test]

@@ -823,6 +823,7 @@ impl Processor {
     /// store but writes nothing; touches no other partition's keys.
     fn work_partition(&self, p: i32, inputs: Vec<Input<'_>>) -> anyhow::Result<PartitionWork> {
         let mut out = PartitionWork::default();
+        let mut citizens: HashMap<CitizenKey, CitizenRecord> = HashMap::new();
         let mut events = Vec::with_capacity(inputs.len());
         for input in &inputs {
             out.offsets
@@ -839,7 +840,18 @@ impl Processor {
                 Err(e) => out.outbox.push(self.dead_letter(input, &e)),
             }
         }
-        let mut citizens: HashMap<CitizenKey, CitizenRecord> = HashMap::new();
+        // Read every citizen of the batch in one sorted multi-get.
+        let mut wanted: Vec<&CitizenKey> = events.iter().map(|(e, _)| &e.citizen_key).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let keys: Vec<Vec<u8>> = wanted.iter().map(|c| state::citizen_key(p, c)).collect();
+        for (c, value) in wanted.into_iter().zip(self.store.multi_get(&keys, true)?) {
+            let record = match value {
+                Some(bytes) => state::decode_record(&bytes)?,
+                None => CitizenRecord::default(),
+            };
+            citizens.insert(c.clone(), record);
+        }
         // Changed citizens, in first-touched order, and the same as a set.
         let mut dirty: Vec<CitizenKey> = Vec::new();
         let mut is_dirty: HashSet<CitizenKey> = HashSet::new();
