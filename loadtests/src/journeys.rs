@@ -523,7 +523,8 @@ impl Population {
                 ("safer_streets", f.safer_streets(wm)),
             ] {
                 if let Some((area, outcomes)) = eval {
-                    expected.add(mission, &area, &outcomes);
+                    let month = f.anchor_month(mission);
+                    expected.add(mission, &area, &month, &outcomes);
                 }
             }
         }
@@ -574,6 +575,8 @@ pub struct Expected {
     pub total: BTreeMap<String, ExpectedCounts>,
     /// Mission → area → cohort in that area.
     pub by_area: BTreeMap<String, BTreeMap<String, ExpectedCounts>>,
+    /// Mission → cohort month (`YYYY-MM` of the anchor) → cohort of that month.
+    pub by_month: BTreeMap<String, BTreeMap<String, ExpectedCounts>>,
 }
 
 /// An outcome's status at the watermark, with days to achieve when achieved.
@@ -588,13 +591,18 @@ pub enum Status {
 }
 
 impl Expected {
-    fn add(&mut self, mission: &str, area: &str, outcomes: &[(&str, Status)]) {
+    fn add(&mut self, mission: &str, area: &str, month: &str, outcomes: &[(&str, Status)]) {
         for counts in [
             self.total.entry(mission.into()).or_default(),
             self.by_area
                 .entry(mission.into())
                 .or_default()
                 .entry(area.into())
+                .or_default(),
+            self.by_month
+                .entry(mission.into())
+                .or_default()
+                .entry(month.into())
                 .or_default(),
         ] {
             counts.cohort += 1;
@@ -716,6 +724,18 @@ impl Facts {
         } else {
             anchor_area.to_owned()
         }
+    }
+
+    /// `YYYY-MM` of the mission's anchor: the first leaving of education,
+    /// mental-health referral or release.
+    fn anchor_month(&self, mission: &str) -> String {
+        let first = |v: &[(i64, String)]| v.iter().map(|(d, _)| *d).min();
+        let day = match mission {
+            "opportunity" => first(&self.exits),
+            "health_and_work" => first(&self.referrals),
+            _ => first(&self.releases),
+        };
+        day.map_or_else(|| "unknown".into(), |d| date(d)[..7].to_owned())
     }
 
     /// missions/opportunity.toml: left education aged 16-24; a job starting

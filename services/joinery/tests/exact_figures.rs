@@ -2,7 +2,7 @@
 //! departments, reporting delays, re-sent events) is published through the
 //! gateway, each department in its own order and batches, and every
 //! mission's figures (per outcome: achieved, not achieved, pending, median
-//! and p90 days; in total and by area) must equal what the generator knows
+//! and p90 days; in total, by area and by cohort month) must equal what the generator knows
 //! to be true, computed from the journeys and the mission rules without
 //! the engine.
 
@@ -135,23 +135,30 @@ async fn a_calibrated_population_through_the_gateway_gives_exactly_the_expected_
                 .mission_metrics(mission, OPERATOR_TOKEN, "?group_by=area")
                 .await?;
             problems.extend(differences(mission, want, &m["total"]));
-            let groups: BTreeMap<String, &Value> = m["groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|g| (g["key"].as_str().unwrap_or_default().to_owned(), g))
-                .collect();
-            let areas = &expected.by_area[mission];
-            if groups.keys().collect::<Vec<_>>() != areas.keys().collect::<Vec<_>>() {
-                problems.push(format!(
-                    "{mission}: areas {:?}, expected {:?}",
-                    groups.keys().collect::<Vec<_>>(),
-                    areas.keys().collect::<Vec<_>>()
-                ));
-            }
-            for (area, want) in areas {
-                if let Some(g) = groups.get(area) {
-                    problems.extend(differences(&format!("{mission} {area}"), want, g));
+            let (_, by_month) = stack
+                .mission_metrics(mission, OPERATOR_TOKEN, "?group_by=cohort_month")
+                .await?;
+            for (what, body, wanted) in [
+                ("area", &m, &expected.by_area[mission]),
+                ("cohort month", &by_month, &expected.by_month[mission]),
+            ] {
+                let groups: BTreeMap<String, &Value> = body["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| (g["key"].as_str().unwrap_or_default().to_owned(), g))
+                    .collect();
+                if groups.keys().collect::<Vec<_>>() != wanted.keys().collect::<Vec<_>>() {
+                    problems.push(format!(
+                        "{mission}: {what} groups {:?}, expected {:?}",
+                        groups.keys().collect::<Vec<_>>(),
+                        wanted.keys().collect::<Vec<_>>()
+                    ));
+                }
+                for (key, want) in wanted {
+                    if let Some(g) = groups.get(key) {
+                        problems.extend(differences(&format!("{mission} {what} {key}"), want, g));
+                    }
                 }
             }
         }
