@@ -140,6 +140,24 @@ pub fn retry_transient<T>(
     }
 }
 
+/// [`retry_transient`] for async callers: the same retries, but the waits
+/// between attempts yield to the runtime instead of blocking its thread.
+pub async fn retry_transient_async<T>(
+    what: &str,
+    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match call() {
+            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, what, "Kafka not ready yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Creates the topics that do not exist yet and checks that existing ones
 /// have the expected partition count (a mismatch would break co-partitioning).
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> anyhow::Result<()> {
@@ -170,9 +188,10 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
     // A topic just created may take a moment to appear in metadata with its partitions.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let metadata = retry_transient("topic metadata", || {
+        let metadata = retry_transient_async("topic metadata", || {
             admin.inner().fetch_metadata(None, Duration::from_secs(10))
-        })?;
+        })
+        .await?;
         let mut settling = false;
         for t in topics {
             let found = metadata.topics().iter().find(|m| m.name() == t.name);

@@ -236,9 +236,10 @@ async fn wait_for_topics(
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        let md = joinery_runtime::kafka::retry_transient("view topic metadata", || {
+        let md = joinery_runtime::kafka::retry_transient_async("view topic metadata", || {
             consumer.fetch_metadata(None, Duration::from_secs(5))
-        })?;
+        })
+        .await?;
         let missing: Vec<&String> = topics
             .iter()
             .filter(|t| {
