@@ -121,28 +121,11 @@ pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
-/// Runs a blocking Kafka call, retrying transient errors ([`is_transient`])
-/// for up to 60 s, so that a service starting beside a broker that is still
-/// electing leaders waits instead of failing.
-pub fn retry_transient<T>(
-    what: &str,
-    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
-) -> rdkafka::error::KafkaResult<T> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match call() {
-            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, what, "Kafka not ready yet; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// [`retry_transient`] for async callers: the same retries, but the waits
-/// between attempts yield to the runtime instead of blocking its thread.
-pub async fn retry_transient_async<T>(
+/// Runs a Kafka call, retrying transient errors ([`is_transient`]) for up
+/// to 60 s, so that a service starting beside a broker that is still
+/// electing leaders waits instead of failing. The waits between attempts
+/// yield to the runtime.
+pub async fn retry_transient<T>(
     what: &str,
     mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
 ) -> rdkafka::error::KafkaResult<T> {
@@ -188,7 +171,7 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
     // A topic just created may take a moment to appear in metadata with its partitions.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let metadata = retry_transient_async("topic metadata", || {
+        let metadata = retry_transient("topic metadata", || {
             admin.inner().fetch_metadata(None, Duration::from_secs(10))
         })
         .await?;
@@ -270,6 +253,34 @@ impl StoredOffsetsContext {
     pub fn with_stats(mut self, stats: StatsHook) -> StoredOffsetsContext {
         self.stats = Some(stats);
         self
+    }
+
+    /// Exports `joinery_consumer_lag_records{group,topic,partition}` from
+    /// librdkafka's statistics (set `statistics.interval.ms` on the
+    /// consumer): lag without blocking broker round trips.
+    pub fn with_lag_gauge(self, telemetry: &crate::Telemetry, group: &str) -> StoredOffsetsContext {
+        let lag = telemetry.register(
+            prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "joinery_consumer_lag_records",
+                    "Records behind the end of each partition",
+                ),
+                &["group", "topic", "partition"],
+            )
+            .expect("valid"),
+        );
+        let group = group.to_owned();
+        self.with_stats(Arc::new(move |stats| {
+            for (topic, t) in &stats.topics {
+                for (p, part) in &t.partitions {
+                    // Partition -1 is librdkafka's internal one; a lag of -1 is not known yet.
+                    if *p >= 0 && part.consumer_lag >= 0 {
+                        lag.with_label_values(&[&group, topic, &p.to_string()])
+                            .set(part.consumer_lag);
+                    }
+                }
+            }
+        }))
     }
 }
 

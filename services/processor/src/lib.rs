@@ -138,7 +138,6 @@ struct Metrics {
     rebalances: prometheus::IntCounterVec,
     store_bytes: prometheus::IntGauge,
     block_cache_bytes: prometheus::IntGauge,
-    lag: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -246,16 +245,6 @@ impl Metrics {
                 IntGauge::new(
                     "joinery_processor_block_cache_bytes",
                     "Bytes in use in the RocksDB block cache",
-                )
-                .expect("valid"),
-            ),
-            lag: t.register(
-                IntGaugeVec::new(
-                    Opts::new(
-                        "joinery_consumer_lag_records",
-                        "Records behind the end of each partition",
-                    ),
-                    &["group", "topic", "partition"],
                 )
                 .expect("valid"),
             ),
@@ -371,19 +360,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
             hook_metrics.rebalances.with_label_values(&[kind]).inc();
         }),
     );
-    let lag = metrics.lag.clone();
-    let lag_group = config.group.clone();
-    let context = context.with_stats(Arc::new(move |stats| {
-        for (topic, t) in &stats.topics {
-            for (p, part) in &t.partitions {
-                // Partition -1 is librdkafka's internal one; a lag of -1 is not known yet.
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    lag.with_label_values(&[&lag_group, topic, &p.to_string()])
-                        .set(part.consumer_lag);
-                }
-            }
-        }
-    }));
+    let context = context.with_lag_gauge(&telemetry, &config.group);
     let consumer: StreamConsumer<StoredOffsetsContext> = config
         .kafka
         .consumer("joinery-processor", &config.group)
@@ -488,16 +465,19 @@ struct Handed {
 
 impl Processor {
     /// (topic, partition, low, high) of every department partition, for a rebuild's end.
-    fn log_ends(&self) -> anyhow::Result<Vec<(String, i32, i64, i64)>> {
+    async fn log_ends(&self) -> anyhow::Result<Vec<(String, i32, i64, i64)>> {
         let mut ends = Vec::new();
         for d in Department::ALL {
             let topic = self.config.kafka.topic(&d.topic());
             for p in 0..self.config.kafka.partitions {
                 let (low, high) =
                     joinery_runtime::kafka::retry_transient("log end offsets", || {
-                        self.consumer
-                            .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                    })?;
+                        tokio::task::block_in_place(|| {
+                            self.consumer
+                                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                        })
+                    })
+                    .await?;
                 ends.push((topic.clone(), p, low, high));
             }
         }
@@ -518,7 +498,7 @@ impl Processor {
     async fn consume(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut last_gauges = Instant::now();
         let ends = if self.config.stop_at_end {
-            Some(tokio::task::block_in_place(|| self.log_ends())?)
+            Some(self.log_ends().await?)
         } else {
             None
         };

@@ -74,7 +74,6 @@ pub(crate) struct Metrics {
     freshness: prometheus::HistogramVec,
     views: prometheus::IntCounterVec,
     dead_letters: prometheus::IntCounterVec,
-    lag: prometheus::IntGaugeVec,
     state_bytes: prometheus::IntGauge,
 }
 
@@ -87,7 +86,6 @@ impl Metrics {
             freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(joinery_runtime::telemetry::FRESHNESS_BUCKETS.to_vec()), &["mission"]).expect("valid")),
             views: t.register(IntCounterVec::new(Opts::new("joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)"), &["mission", "result"]).expect("valid")),
             dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason"), &["reason"]).expect("valid")),
-            lag: t.register(IntGaugeVec::new(Opts::new("joinery_consumer_lag_records", "Records behind the end of each partition"), &["group", "topic", "partition"]).expect("valid")),
             state_bytes: t.register(prometheus::IntGauge::new("joinery_projections_state_bytes", "Estimated live bytes of the projections' RocksDB state").expect("valid")),
         }
     }
@@ -180,19 +178,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
             }
         }),
     );
-    let lag = metrics.lag.clone();
-    let lag_group = config.group.clone();
-    let context = context.with_stats(Arc::new(move |stats| {
-        for (topic, t) in &stats.topics {
-            for (p, part) in &t.partitions {
-                // Partition -1 is librdkafka's internal one; a lag of -1 is not known yet.
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    lag.with_label_values(&[&lag_group, topic, &p.to_string()])
-                        .set(part.consumer_lag);
-                }
-            }
-        }
-    }));
+    let context = context.with_lag_gauge(&telemetry, &config.group);
     let consumer: StreamConsumer<StoredOffsetsContext> = config
         .kafka
         .consumer("joinery-projections", &config.group)
@@ -236,7 +222,7 @@ async fn wait_for_topics(
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        let md = joinery_runtime::kafka::retry_transient_async("view topic metadata", || {
+        let md = joinery_runtime::kafka::retry_transient("view topic metadata", || {
             consumer.fetch_metadata(None, Duration::from_secs(5))
         })
         .await?;

@@ -39,7 +39,7 @@ impl SchemaLog {
         let consumer: BaseConsumer = kafka
             .consumer("joinery-registry-tail", &format!("{topic}-tail-unused"))
             .create()?;
-        let (_, high) = joinery_runtime::kafka::retry_transient_async("schema log end", || {
+        let (_, high) = joinery_runtime::kafka::retry_transient("schema log end", || {
             consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))
         })
         .await?;
