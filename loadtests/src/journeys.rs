@@ -527,6 +527,13 @@ impl Population {
                     expected.add(mission, &area, &month, &outcomes);
                 }
             }
+            if let Some((area, holds)) = f.neet(wm) {
+                let neet = expected.neet.entry("opportunity".into()).or_default();
+                for g in [&mut neet.total, neet.by_area.entry(area).or_default()] {
+                    g.population += 1;
+                    g.count += i64::from(holds);
+                }
+            }
         }
         expected
     }
@@ -577,6 +584,27 @@ pub struct Expected {
     pub by_area: BTreeMap<String, BTreeMap<String, ExpectedCounts>>,
     /// Mission → cohort month (`YYYY-MM` of the anchor) → cohort of that month.
     pub by_month: BTreeMap<String, BTreeMap<String, ExpectedCounts>>,
+    /// Mission → the NEET snapshot (`opportunity` only): aged 16 to 24 at
+    /// the watermark and in neither education nor employment then.
+    pub neet: BTreeMap<String, ExpectedSnapshot>,
+}
+
+/// Expected figures of a snapshot measure in one group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ExpectedSnapshotGroup {
+    /// Citizens in the population at the watermark.
+    pub population: i64,
+    /// Of them, those in the measured state.
+    pub count: i64,
+}
+
+/// Expected figures of a snapshot measure: the total and by area.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExpectedSnapshot {
+    /// Everyone in the population.
+    pub total: ExpectedSnapshotGroup,
+    /// By the latest area reported by the watermark (`unknown` when none).
+    pub by_area: BTreeMap<String, ExpectedSnapshotGroup>,
 }
 
 /// An outcome's status at the watermark, with days to achieve when achieved.
@@ -626,6 +654,11 @@ impl Expected {
 struct Facts {
     birth: Option<(i64, i64)>,
     area: Option<String>,
+    /// The first day of any event, and of any event carrying an area.
+    first_day: Option<i64>,
+    first_area_day: Option<i64>,
+    enrolments: Vec<(i64, String)>,
+    exit_providers: Vec<(i64, String)>,
     exits: Vec<(i64, String)>,
     job_starts: Vec<(i64, String)>,
     job_ends: Vec<(i64, String)>,
@@ -656,8 +689,16 @@ impl Facts {
             self.area = Some(area.clone());
         }
         let d = e.occurred;
+        self.first_day = Some(self.first_day.map_or(d, |f| f.min(d)));
+        if !area.is_empty() {
+            self.first_area_day = Some(self.first_area_day.map_or(d, |f| f.min(d)));
+        }
         match e.event_type {
-            EducationExited => self.exits.push((d, area)),
+            EducationEnrolled => self.enrolments.push((d, text(e, "provider_urn"))),
+            EducationExited => {
+                self.exit_providers.push((d, text(e, "provider_urn")));
+                self.exits.push((d, area));
+            }
             EmploymentStarted => self.job_starts.push((d, text(e, "employment_id"))),
             EmploymentEnded => self.job_ends.push((d, text(e, "employment_id"))),
             BenefitClaimStarted => self.claims.push((
@@ -680,8 +721,9 @@ impl Facts {
     /// Whole years of age at `day`, counting from the start of the birth month.
     fn age_at(&self, day: i64) -> Option<i64> {
         let (by, bm) = self.birth?;
-        let d = chrono::NaiveDate::parse_from_str(START, "%Y-%m-%d").ok()?
-            + chrono::Duration::days(day);
+        let d = chrono::NaiveDate::parse_from_str(START, "%Y-%m-%d")
+            .ok()?
+            .checked_add_signed(chrono::Duration::try_days(day)?)?;
         let months = (i64::from(chrono::Datelike::year(&d)) * 12
             + i64::from(chrono::Datelike::month(&d)))
             - (by * 12 + bm);
@@ -703,6 +745,30 @@ impl Facts {
                 (*s, end)
             })
             .collect()
+    }
+
+    /// missions/opportunity.toml, snapshot `neet`: `Some((area, neet))` when
+    /// known by the watermark and aged 16 to 24 then; NEET when no
+    /// enrolment and no employment is open then (started by it, and not
+    /// ended by it).
+    fn neet(&self, wm: i64) -> Option<(String, bool)> {
+        if self.first_day? > wm || !(16..=24).contains(&self.age_at(wm)?) {
+            return None;
+        }
+        let open = |starts: &[(i64, String)], ends: &[(i64, String)]| {
+            starts.iter().any(|(s, id)| {
+                *s <= wm && !ends.iter().any(|(e, eid)| eid == id && e >= s && *e <= wm)
+            })
+        };
+        let busy =
+            open(&self.enrolments, &self.exit_providers) || open(&self.job_starts, &self.job_ends);
+        // Each simulated citizen lives in one area, reported by every
+        // department but HMRC.
+        let area = match (self.first_area_day, &self.area) {
+            (Some(d), Some(a)) if d <= wm => a.clone(),
+            _ => "unknown".into(),
+        };
+        Some((area, !busy))
     }
 
     /// An occurrence in [from, from + days] at watermark `wm`.

@@ -25,4 +25,4 @@ pub use department::{Department, EventType};
 pub use event::{Event, FieldValue, Millis};
 pub use ids::{CitizenKey, EventId};
 pub use pseudonym::{IdentifierKind, PseudonymError, Pseudonymiser};
-pub use view::{MissionView, OutcomeState, OutcomeView};
+pub use view::{MissionView, OutcomeState, OutcomeView, SnapshotView};

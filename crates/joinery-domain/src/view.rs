@@ -53,6 +53,19 @@ pub struct OutcomeView {
     pub duration_days: Option<i64>,
 }
 
+/// One snapshot measure for one citizen who is in its population at the
+/// watermark (e.g. aged 16 to 24 then): whether the measured state holds
+/// (e.g. in neither education nor employment then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    /// Snapshot id within the mission, e.g. `neet`.
+    pub name: String,
+    /// Whether the state holds at the watermark.
+    pub holds: bool,
+    /// The citizen's area at the watermark (the latest area reported by then).
+    pub area_code: Option<String>,
+}
+
 /// One citizen's view of one mission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissionView {
@@ -72,6 +85,9 @@ pub struct MissionView {
     pub cohort_month: Option<String>,
     /// Each outcome's status.
     pub outcomes: Vec<OutcomeView>,
+    /// The snapshot measures whose population the citizen is in at the
+    /// watermark (whether or not they are in the cohort).
+    pub snapshots: Vec<SnapshotView>,
     /// Kafka timestamp of the newest department record behind the view.
     pub ingested_at: Millis,
 }

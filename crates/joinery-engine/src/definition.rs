@@ -100,6 +100,24 @@ pub struct Outcome {
     pub sustained_days: Option<i64>,
 }
 
+/// A snapshot measure: who, at the watermark, is in a population (an age
+/// range then, and known to Joinery by then) and, of them, who is in a state
+/// (some intervals open, others not). Independent of the cohort: the NEET
+/// count is "aged 16 to 24 and in neither education nor employment".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Snapshot id within the mission.
+    pub id: String,
+    /// Plain-language description.
+    pub doc: String,
+    /// Age range (whole years at the watermark, from the birth month), if any.
+    pub age: Option<(i64, i64)>,
+    /// Interval capabilities that must all be open at the watermark.
+    pub open: Vec<String>,
+    /// Interval capabilities none of which may be open at the watermark.
+    pub not_open: Vec<String>,
+}
+
 /// A mission, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissionDef {
@@ -113,6 +131,8 @@ pub struct MissionDef {
     pub cohort: Cohort,
     /// The outcomes.
     pub outcomes: Vec<Outcome>,
+    /// The snapshot measures.
+    pub snapshots: Vec<Snapshot>,
     /// The capabilities it uses, by name.
     pub capabilities: BTreeMap<String, Capability>,
 }
@@ -158,6 +178,20 @@ struct MissionFile {
     cohort: RawCohort,
     #[serde(default)]
     outcome: Vec<RawOutcome>,
+    #[serde(default)]
+    snapshot: Vec<RawSnapshot>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    id: String,
+    doc: String,
+    age: Option<RawAge>,
+    #[serde(default)]
+    open: Vec<String>,
+    #[serde(default)]
+    not_open: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +395,44 @@ pub fn parse_mission(
             sustained_days: o.sustained_days,
         });
     }
+    let mut snapshots: Vec<Snapshot> = Vec::new();
+    for sn in m.snapshot {
+        let what = format!("snapshot `{}`", sn.id);
+        for name in sn.open.iter().chain(&sn.not_open) {
+            let (n, c) = known(name, &what)?;
+            if !matches!(c, Capability::Interval { .. }) {
+                return Err(invalid(format!(
+                    "{what}: `{n}` must be an interval capability (open or not at the watermark)"
+                )));
+            }
+            used.insert(n, c);
+        }
+        if let Some(age) = &sn.age {
+            if age.min > age.max || age.min < 0 {
+                return Err(invalid(format!(
+                    "{what}: age min {} and max {} do not make a range",
+                    age.min, age.max
+                )));
+            }
+        }
+        if sn.open.is_empty() && sn.not_open.is_empty() {
+            return Err(invalid(format!(
+                "{what} needs `open` or `not_open`: the state it counts"
+            )));
+        }
+        if snapshots.iter().any(|x| x.id == sn.id) || outcomes.iter().any(|x| x.id == sn.id) {
+            return Err(invalid(format!(
+                "{what}: the id is already used in this mission"
+            )));
+        }
+        snapshots.push(Snapshot {
+            id: sn.id,
+            doc: sn.doc,
+            age: sn.age.map(|a| (a.min, a.max)),
+            open: sn.open,
+            not_open: sn.not_open,
+        });
+    }
     if outcomes.is_empty() {
         return Err(invalid("a mission needs at least one [[outcome]]".into()));
     }
@@ -374,6 +446,7 @@ pub fn parse_mission(
             active_at_anchor: m.cohort.active_at_anchor,
         },
         outcomes,
+        snapshots,
         capabilities: used,
     })
 }

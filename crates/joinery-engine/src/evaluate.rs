@@ -12,11 +12,18 @@
 //! - Not achieved once the watermark has passed the window's end and
 //!   nothing in it can still qualify; pending otherwise, with the deadline
 //!   at which the watermark alone could decide it.
+//! - A snapshot is read at the watermark, for every citizen whatever the
+//!   cohort: in its population when some event of theirs has happened by
+//!   the watermark and their age then is in range (unknown age is outside);
+//!   counted when its `open` intervals are all open then and none of its
+//!   `not_open` ones is. Only events at or before the watermark count, so
+//!   its next deadline is the next event time or birthday month that could
+//!   change it.
 
 use joinery_domain::event::DAY_MS;
-use joinery_domain::{Event, Millis, OutcomeState, OutcomeView};
+use joinery_domain::{Event, Millis, OutcomeState, OutcomeView, SnapshotView};
 
-use crate::definition::{Capability, EventFilter, MissionDef, Outcome};
+use crate::definition::{Capability, EventFilter, MissionDef, Outcome, Snapshot};
 use crate::{CitizenEvents, Evaluation, Mission};
 
 fn matches(f: &EventFilter, e: &Event) -> bool {
@@ -38,6 +45,22 @@ pub fn age_at(birth_year_month: &str, at: Millis) -> Option<i64> {
     );
     let months = (ay * 12 + am) - (y * 12 + m);
     (months >= 0).then_some(months / 12)
+}
+
+/// The instant (UTC) from which someone born in `birth_year_month` counts as
+/// `years` old under [`age_at`]: the start of their birth month that year.
+fn turns(birth_year_month: &str, years: i64) -> Option<Millis> {
+    let (y, m) = birth_year_month.split_once('-')?;
+    let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    let d = chrono::NaiveDate::from_ymd_opt(y.checked_add(i32::try_from(years).ok()?)?, m, 1)?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn month_of(t: Millis) -> String {
@@ -85,6 +108,85 @@ impl MissionDef {
             Capability::First(f) => events.iter().find(|e| matches(f, e)),
             Capability::Last(f) => events.iter().filter(|e| matches(f, e)).last(),
             Capability::Interval { .. } => None,
+        }
+    }
+
+    /// Whether interval capability `name` is open at `at`: started at or
+    /// before it and not ended by then.
+    fn open_at(&self, name: &str, events: &CitizenEvents, at: Millis) -> bool {
+        let Capability::Interval {
+            start,
+            end,
+            match_on,
+        } = self.capability(name)
+        else {
+            return false;
+        };
+        intervals(events, start, end, match_on)
+            .iter()
+            .any(|(s, e)| s.occurred_at <= at && e.is_none_or(|e| e > at))
+    }
+
+    /// Every snapshot whose population the citizen is in at the watermark,
+    /// and the next watermark at which any snapshot could change.
+    fn snapshots(
+        &self,
+        events: &CitizenEvents,
+        watermark: Millis,
+    ) -> (Vec<SnapshotView>, Option<Millis>) {
+        if self.snapshots.is_empty() {
+            return (Vec::new(), None);
+        }
+        let birth = events.iter().find_map(|e| e.birth_year_month.as_deref());
+        // Events iterate in event time: the first tells whether the citizen
+        // is known by the watermark, the first after it when that changes.
+        let known = events
+            .iter()
+            .next()
+            .is_some_and(|e| e.occurred_at <= watermark);
+        let next_event = events
+            .iter()
+            .map(|e| e.occurred_at)
+            .find(|t| *t > watermark);
+        let mut views = Vec::new();
+        let mut next = None;
+        for s in &self.snapshots {
+            let in_age = match s.age {
+                None => true,
+                Some((min, max)) => {
+                    let Some(b) = birth else { continue };
+                    let (enters, leaves) = (turns(b, min), turns(b, max + 1));
+                    if leaves.is_none_or(|l| l <= watermark) {
+                        continue; // too old, for good (or no valid birth month)
+                    }
+                    next = earliest(next, enters.filter(|t| *t > watermark));
+                    next = earliest(next, leaves);
+                    enters.is_some_and(|t| t <= watermark)
+                }
+            };
+            next = earliest(next, next_event);
+            if !(known && in_age) {
+                continue;
+            }
+            views.push(self.snapshot(s, events, watermark));
+        }
+        (views, next)
+    }
+
+    fn snapshot(&self, s: &Snapshot, events: &CitizenEvents, watermark: Millis) -> SnapshotView {
+        let holds = s.open.iter().all(|n| self.open_at(n, events, watermark))
+            && !s
+                .not_open
+                .iter()
+                .any(|n| self.open_at(n, events, watermark));
+        SnapshotView {
+            name: s.id.clone(),
+            holds,
+            area_code: events
+                .iter()
+                .take_while(|e| e.occurred_at <= watermark)
+                .filter_map(|e| e.area_code.clone())
+                .last(),
         }
     }
 
@@ -170,48 +272,46 @@ impl MissionDef {
     }
 }
 
+impl MissionDef {
+    /// The anchor event when the citizen is in the cohort.
+    fn cohort_anchor<'a>(&self, events: &'a CitizenEvents) -> Option<&'a Event> {
+        let anchor = self.occurrence(&self.cohort.anchor, events)?;
+        let at = anchor.occurred_at;
+        if let Some((min, max)) = self.cohort.age {
+            let birth = events.iter().find_map(|e| e.birth_year_month.as_deref());
+            let age = birth.and_then(|b| age_at(b, at))?;
+            if age < min || age > max {
+                return None;
+            }
+        }
+        self.cohort
+            .active_at_anchor
+            .iter()
+            .all(|name| self.open_at(name, events, at))
+            .then_some(anchor)
+    }
+}
+
 impl Mission for MissionDef {
     fn id(&self) -> &str {
         &self.id
     }
 
     fn evaluate(&self, events: &CitizenEvents, watermark: Millis) -> Evaluation {
-        let outside = Evaluation {
-            in_cohort: false,
-            area_code: None,
-            cohort_month: None,
-            outcomes: vec![],
-            next_deadline: None,
-        };
-        let Some(anchor) = self.occurrence(&self.cohort.anchor, events) else {
-            return outside;
+        let (snapshots, snapshot_deadline) = self.snapshots(events, watermark);
+        let Some(anchor) = self.cohort_anchor(events) else {
+            return Evaluation {
+                in_cohort: false,
+                area_code: None,
+                cohort_month: None,
+                outcomes: vec![],
+                snapshots,
+                next_deadline: snapshot_deadline,
+            };
         };
         let anchor_at = anchor.occurred_at;
-        if let Some((min, max)) = self.cohort.age {
-            let birth = events.iter().find_map(|e| e.birth_year_month.as_deref());
-            match birth.and_then(|b| age_at(b, anchor_at)) {
-                Some(age) if age >= min && age <= max => {}
-                _ => return outside,
-            }
-        }
-        for name in &self.cohort.active_at_anchor {
-            let Capability::Interval {
-                start,
-                end,
-                match_on,
-            } = self.capability(name)
-            else {
-                return outside;
-            };
-            let open = intervals(events, start, end, match_on)
-                .iter()
-                .any(|(s, e)| s.occurred_at <= anchor_at && e.is_none_or(|e| e > anchor_at));
-            if !open {
-                return outside;
-            }
-        }
         let mut outcomes = Vec::with_capacity(self.outcomes.len());
-        let mut next_deadline: Option<Millis> = None;
+        let mut next_deadline: Option<Millis> = snapshot_deadline;
         for o in &self.outcomes {
             let start = match &o.from {
                 None => anchor_at,
@@ -221,10 +321,7 @@ impl Mission for MissionDef {
                 },
             };
             let (view, deadline) = self.outcome(o, events, start, watermark);
-            next_deadline = match (next_deadline, deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            next_deadline = earliest(next_deadline, deadline);
             outcomes.push(view);
         }
         Evaluation {
@@ -235,6 +332,7 @@ impl Mission for MissionDef {
                 .or_else(|| events.iter().find_map(|e| e.area_code.clone())),
             cohort_month: Some(month_of(anchor_at)),
             outcomes,
+            snapshots,
             next_deadline,
         }
     }
@@ -309,7 +407,140 @@ mod tests {
     }
 
     fn exit(n: u128, day: i64) -> Event {
-        ev(n, EventType::EducationExited, day, &[])
+        exit_from(n, day, "P1")
+    }
+
+    fn exit_from(n: u128, day: i64, provider: &str) -> Event {
+        ev(
+            n,
+            EventType::EducationExited,
+            day,
+            &[("provider_urn", text(provider))],
+        )
+    }
+
+    fn enrol(n: u128, day: i64, provider: &str) -> Event {
+        ev(
+            n,
+            EventType::EducationEnrolled,
+            day,
+            &[("provider_urn", text(provider))],
+        )
+    }
+
+    fn born(mut events: Vec<Event>, birth: Option<&str>) -> Vec<Event> {
+        for e in &mut events {
+            e.birth_year_month = birth.map(str::to_owned);
+        }
+        events
+    }
+
+    fn snapshots(m: &MissionDef, events: &[Event], watermark: Millis) -> Evaluation {
+        let mut c = CitizenEvents::default();
+        for e in events {
+            c.insert(e.clone());
+        }
+        m.evaluate(&c, watermark)
+    }
+
+    /// `Some(holds)` when in the NEET population at the watermark day.
+    fn neet(events: &[Event], day: i64) -> Option<bool> {
+        let e = snapshots(&mission("opportunity"), events, T0 + day * DAY_MS);
+        e.snapshots
+            .iter()
+            .find(|s| s.name == "neet")
+            .map(|s| s.holds)
+    }
+
+    #[test]
+    fn neet_follows_education_and_employment_at_the_watermark() {
+        // Born 2008-03: 17 at T0 (2026-01-01), still under 25 at day 400.
+        let evs = [
+            enrol(1, 0, "P1"),
+            exit(2, 100),
+            job(3, 150, "E1"),
+            job_end(4, 300, "E1"),
+        ];
+        assert_eq!(neet(&evs, 50), Some(false), "in education");
+        assert_eq!(
+            neet(&evs, 99),
+            Some(false),
+            "still in education the day before leaving"
+        );
+        assert_eq!(neet(&evs, 100), Some(true), "left, not yet employed");
+        assert_eq!(neet(&evs, 150), Some(false), "employed from the start day");
+        assert_eq!(neet(&evs, 299), Some(false));
+        assert_eq!(neet(&evs, 300), Some(true), "employment ended");
+        // A second enrolment elsewhere, still open, ends NEET.
+        let mut more = evs.to_vec();
+        more.push(enrol(5, 320, "P2"));
+        assert_eq!(neet(&more, 330), Some(false));
+        // Leaving a different provider does not end the P2 enrolment.
+        more.push(exit_from(6, 340, "P1"));
+        assert_eq!(neet(&more, 350), Some(false));
+    }
+
+    #[test]
+    fn neet_counts_everyone_of_age_not_only_the_cohort() {
+        // Never enrolled or left education (so outside the opportunity
+        // cohort), but a young claimant known to DWP: NEET.
+        let evs = [claim(1, 10, false)];
+        let e = snapshots(&mission("opportunity"), &evs, T0 + 20 * DAY_MS);
+        assert!(!e.in_cohort);
+        assert_eq!(
+            e.snapshots,
+            vec![SnapshotView {
+                name: "neet".into(),
+                holds: true,
+                area_code: Some("E08000025".into()),
+            }]
+        );
+        // Other missions have no snapshots.
+        assert!(snapshots(&mission("safer_streets"), &evs, T0 + 20 * DAY_MS)
+            .snapshots
+            .is_empty());
+    }
+
+    #[test]
+    fn neet_population_is_the_age_at_the_watermark_and_known_by_then() {
+        // Turns 25 on 2026-06-01: in the population until then.
+        let evs = born(vec![claim(1, 0, false)], Some("2001-06"));
+        let turns_25 = chrono::NaiveDate::from_ymd_opt(2026, 6, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc().timestamp_millis())
+            .expect("a date");
+        let e = snapshots(&mission("opportunity"), &evs, T0 + 10 * DAY_MS);
+        assert_eq!(e.snapshots.len(), 1);
+        assert_eq!(
+            e.next_deadline,
+            Some(turns_25),
+            "re-evaluated on turning 25"
+        );
+        assert!(
+            snapshots(&mission("opportunity"), &evs, turns_25 - 1)
+                .snapshots
+                .len()
+                == 1
+        );
+        let after = snapshots(&mission("opportunity"), &evs, turns_25);
+        assert!(after.snapshots.is_empty());
+        assert_eq!(after.next_deadline, None, "never in the population again");
+        // Turns 16 on 2027-09-01: outside until then, with a deadline there.
+        let young = born(vec![exit(1, 0)], Some("2011-09"));
+        let e = snapshots(&mission("opportunity"), &young, T0 + 10 * DAY_MS);
+        assert!(e.snapshots.is_empty());
+        assert_eq!(e.next_deadline, turns("2011-09", 16));
+        // Unknown age: never in it, and no timer for it.
+        let unknown = born(vec![claim(1, 0, false)], None);
+        let e = snapshots(&mission("opportunity"), &unknown, T0 + 10 * DAY_MS);
+        assert!(e.snapshots.is_empty());
+        assert_eq!(e.next_deadline, None);
+        // Known only from an event after the watermark: not yet counted.
+        let later = [claim(1, 100, false)];
+        assert_eq!(neet(&later, 50), None);
+        let e = snapshots(&mission("opportunity"), &later, T0 + 50 * DAY_MS);
+        assert_eq!(e.next_deadline, Some(T0 + 100 * DAY_MS));
+        assert_eq!(neet(&later, 100), Some(true));
     }
 
     fn job(n: u128, day: i64, id: &str) -> Event {
@@ -571,17 +802,22 @@ mod tests {
         );
     }
 
+    /// Birth months around the NEET ages over the journeys' 600 days:
+    /// 25 during them, 16 during them, always in range, unknown.
+    const BIRTHS: [Option<&str>; 4] = [Some("2001-06"), Some("2010-04"), Some("2008-03"), None];
+
     fn journey() -> impl Strategy<Value = Vec<Event>> {
-        let one = (0u8..8, 0i64..400, 0u8..3);
-        proptest::collection::vec(one, 0..14).prop_map(|items| {
-            items
+        let one = (0u8..9, 0i64..400, 0u8..3);
+        (proptest::collection::vec(one, 0..14), 0usize..4).prop_map(|(items, birth)| {
+            let events = items
                 .into_iter()
                 .enumerate()
                 .map(|(i, (kind, day, n))| {
                     let id = format!("E{n}");
                     let i = i as u128;
                     match kind {
-                        0 => exit(i, day),
+                        0 => exit_from(i, day, &format!("P{n}")),
+                        8 => enrol(i, day, &format!("P{n}")),
                         1 => job(i, day, &id),
                         2 => job_end(i, day, &id),
                         3 => claim(i, day, n > 0),
@@ -596,8 +832,54 @@ mod tests {
                         ),
                     }
                 })
-                .collect()
+                .collect();
+            born(events, BIRTHS[birth])
         })
+    }
+
+    /// Age in whole years at `at` from `YYYY-MM`, computed on its own.
+    fn reference_age(birth: &str, at: Millis) -> Option<i64> {
+        let y: i64 = birth[..4].parse().ok()?;
+        let m: i64 = birth[5..].parse().ok()?;
+        let d = chrono::DateTime::from_timestamp_millis(at)?.date_naive();
+        let now =
+            i64::from(chrono::Datelike::year(&d)) * 12 + i64::from(chrono::Datelike::month(&d)) - 1;
+        let months = now - (y * 12 + m - 1);
+        (months >= 0).then_some(months / 12)
+    }
+
+    /// A naive reference for NEET: `Some(holds)` when in the population.
+    fn reference_neet(events: &[Event], wm: Millis) -> Option<bool> {
+        let birth = events.iter().find_map(|e| e.birth_year_month.clone())?;
+        if !events.iter().any(|e| e.occurred_at <= wm) {
+            return None;
+        }
+        if !(16..=24).contains(&reference_age(&birth, wm)?) {
+            return None;
+        }
+        let open = |start: EventType, end: EventType, key: &str| {
+            events.iter().any(|s| {
+                s.event_type == start
+                    && s.occurred_at <= wm
+                    && !events.iter().any(|e| {
+                        e.event_type == end
+                            && e.fields.get(key) == s.fields.get(key)
+                            && e.occurred_at >= s.occurred_at
+                            && e.occurred_at <= wm
+                    })
+            })
+        };
+        Some(
+            !open(
+                EventType::EducationEnrolled,
+                EventType::EducationExited,
+                "provider_urn",
+            ) && !open(
+                EventType::EmploymentStarted,
+                EventType::EmploymentEnded,
+                "employment_id",
+            ),
+        )
     }
 
     /// A naive reference for the opportunity outcome, written independently:
@@ -608,6 +890,10 @@ mod tests {
             .filter(|e| e.event_type == EventType::EducationExited)
             .map(|e| e.occurred_at)
             .min()?;
+        let birth = events.iter().find_map(|e| e.birth_year_month.clone())?;
+        if !(16..=24).contains(&reference_age(&birth, anchor)?) {
+            return None;
+        }
         let (ws, we) = (anchor, anchor + 180 * DAY_MS);
         let mut any_open = false;
         for s in events
@@ -676,8 +962,33 @@ mod tests {
             let mut c = CitizenEvents::default();
             for e in &events { c.insert(e.clone()); }
             let w = T0 + watermark_day * DAY_MS;
-            let got = m.evaluate(&c, w).outcomes.first().map(|o| o.status);
+            let eval = m.evaluate(&c, w);
+            let got = eval.outcomes.first().map(|o| o.status);
             prop_assert_eq!(got, reference_opportunity(&events, w));
+            let neet = eval.snapshots.iter().find(|s| s.name == "neet").map(|s| s.holds);
+            prop_assert_eq!(neet, reference_neet(&events, w));
+        }
+
+        #[test]
+        fn nothing_changes_before_the_next_deadline(events in journey(), day in 0i64..600, step in 0i64..(700 * DAY_MS)) {
+            let missions = load_dir(&Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("../../missions")).expect("missions load");
+            let mut c = CitizenEvents::default();
+            for e in &events { c.insert(e.clone()); }
+            let w = T0 + day * DAY_MS;
+            for m in &missions {
+                let now = m.evaluate(&c, w);
+                // The processor re-evaluates a citizen without new events only
+                // when the watermark reaches the deadline: before it, the
+                // evaluation must be the same.
+                let later = match now.next_deadline {
+                    Some(d) => {
+                        prop_assert!(d > w, "a deadline at or before the watermark: {} <= {}", d, w);
+                        w + step % (d - w)
+                    }
+                    None => w + step,
+                };
+                prop_assert_eq!(&m.evaluate(&c, later), &now, "changed at {} before the deadline {:?}", later, now.next_deadline);
+            }
         }
 
         #[test]

@@ -1,7 +1,7 @@
 //! What a mission is to the engine: a pure function from a citizen's events
 //! and the watermark to an [`Evaluation`].
 
-use joinery_domain::{Millis, OutcomeView};
+use joinery_domain::{Millis, OutcomeView, SnapshotView};
 use serde::{Deserialize, Serialize};
 
 use crate::CitizenEvents;
@@ -11,7 +11,7 @@ use crate::CitizenEvents;
 pub struct Evaluation {
     /// Whether the citizen is in the mission's cohort.
     pub in_cohort: bool,
-    /// Area of the anchor event.
+    /// Area of the anchor event (or, without one, of any event).
     pub area_code: Option<String>,
     /// `YYYY-MM` of the anchor event.
     pub cohort_month: Option<String>,
@@ -20,6 +20,12 @@ pub struct Evaluation {
     /// The earliest watermark at which this evaluation could change without
     /// any new event (a deadline); `None` when every outcome is final.
     pub next_deadline: Option<Millis>,
+    /// The snapshot measures whose population the citizen is in at the
+    /// watermark, whether or not they are in the cohort. Last, and
+    /// defaulted, so that records stored (by position) before it existed
+    /// still read.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotView>,
 }
 
 /// A mission: a cohort and its outcomes, evaluated per citizen.

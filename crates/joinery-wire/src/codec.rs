@@ -13,6 +13,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use joinery_domain::{
     CitizenKey, Event, EventId, EventType, FieldValue, MissionView, OutcomeState, OutcomeView,
+    SnapshotView,
 };
 
 use crate::framing::FramingError;
@@ -277,6 +278,21 @@ pub fn view_to_value(view: &MissionView) -> Value {
         ("cohort_month".into(), opt_string(view.cohort_month.clone())),
         ("outcomes".into(), Value::Array(outcomes)),
         (
+            "snapshots".into(),
+            Value::Array(
+                view.snapshots
+                    .iter()
+                    .map(|s| {
+                        Value::Record(vec![
+                            ("name".into(), Value::String(s.name.clone())),
+                            ("holds".into(), Value::Boolean(s.holds)),
+                            ("area_code".into(), opt_string(s.area_code.clone())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
             "ingested_at".into(),
             Value::TimestampMillis(view.ingested_at),
         ),
@@ -316,6 +332,24 @@ pub fn view_from_value(value: Value) -> Result<MissionView, DecodeError> {
             });
         }
     }
+    let mut snapshots = Vec::new();
+    if let Some(Value::Array(items)) = take(&mut f, "snapshots") {
+        for item in items {
+            let Value::Record(mut s) = item else {
+                return Err(DecodeError::CorruptAvro("snapshot is not a record".into()));
+            };
+            snapshots.push(SnapshotView {
+                name: take(&mut s, "name")
+                    .and_then(text)
+                    .ok_or_else(|| invalid("snapshots.name", "missing"))?,
+                holds: matches!(
+                    take(&mut s, "holds").map(unwrap_union),
+                    Some(Value::Boolean(true))
+                ),
+                area_code: take(&mut s, "area_code").and_then(text),
+            });
+        }
+    }
     Ok(MissionView {
         mission: take(&mut f, "mission")
             .and_then(text)
@@ -340,6 +374,7 @@ pub fn view_from_value(value: Value) -> Result<MissionView, DecodeError> {
         area_code: take(&mut f, "area_code").and_then(text),
         cohort_month: take(&mut f, "cohort_month").and_then(text),
         outcomes,
+        snapshots,
         ingested_at: take(&mut f, "ingested_at").and_then(millis).unwrap_or(0),
     })
 }
@@ -364,6 +399,11 @@ mod tests {
                 anchor_at: 1_690_000_000_000,
                 decided_at: Some(1_695_000_000_000),
                 duration_days: Some(57),
+            }],
+            snapshots: vec![SnapshotView {
+                name: "neet".into(),
+                holds: true,
+                area_code: Some("E06000001".into()),
             }],
             ingested_at: 1_700_000_000_123,
         }
@@ -404,6 +444,28 @@ mod tests {
                 let _ = view_from_value(v);
             }
         }
+    }
+
+    #[test]
+    fn a_view_written_before_snapshots_existed_reads_with_none() {
+        let c = Catalog::load();
+        let mut json: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schemas/views/MissionView.avsc"))
+                .expect("json");
+        json["fields"]
+            .as_array_mut()
+            .expect("fields")
+            .retain(|f| f["name"] != "snapshots");
+        let old = Schema::parse(&json).expect("the earlier schema");
+        let Value::Record(mut fields) = view_to_value(&view()) else {
+            unreachable!("a view is a record")
+        };
+        fields.retain(|(n, _)| n != "snapshots");
+        let bytes = encode_value(&old, Value::Record(fields)).expect("encodes");
+        let value = decode_value(&old, c.view_schema(), &bytes).expect("resolves");
+        let read = view_from_value(value).expect("a view");
+        assert!(read.snapshots.is_empty());
+        assert_eq!(read.outcomes, view().outcomes);
     }
 
     #[test]

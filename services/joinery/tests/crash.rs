@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::*;
 use joinery_domain::event::DAY_MS;
-use joinery_domain::{EventType, MissionView, OutcomeState};
+use joinery_domain::{EventType, MissionView, OutcomeState, SnapshotView};
 use joinery_engine::{CitizenEvents, Mission};
 use joinery_wire::codec::{decode_value, event_from_value, record_name, view_from_value};
 use joinery_wire::framing::unframe;
@@ -73,6 +73,10 @@ fn sigkill(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
+/// A citizen's clean evaluation: in the cohort, the outcomes' statuses, and
+/// the snapshots (NEET) whose population they are in.
+type Replayed = (bool, Vec<OutcomeState>, Vec<SnapshotView>);
+
 /// The clean evaluation: every department record read back from Kafka,
 /// joined per citizen, evaluated by the engine at each partition's final
 /// watermark.
@@ -80,7 +84,7 @@ async fn clean_replay(
     stack: &Stack,
     registry: &RegistryClient,
     catalog: &Catalog,
-) -> Result<BTreeMap<String, (bool, Vec<OutcomeState>)>> {
+) -> Result<BTreeMap<String, Replayed>> {
     let mut citizens: HashMap<(i32, String), CitizenEvents> = HashMap::new();
     let mut max_time: HashMap<i32, i64> = HashMap::new();
     for d in joinery_domain::Department::ALL {
@@ -115,7 +119,11 @@ async fn clean_replay(
             let e = mission.evaluate(&events, max_time[&p] - LATENESS);
             (
                 key,
-                (e.in_cohort, e.outcomes.iter().map(|o| o.status).collect()),
+                (
+                    e.in_cohort,
+                    e.outcomes.iter().map(|o| o.status).collect(),
+                    e.snapshots,
+                ),
             )
         })
         .collect())
@@ -144,13 +152,25 @@ async fn assert_equals_clean_replay(
     catalog: &Catalog,
 ) -> Result<()> {
     let expected = clean_replay(stack, registry, catalog).await?;
-    let in_cohort = expected.values().filter(|(c, _)| *c).count() as i64;
+    let in_cohort = expected.values().filter(|(c, _, _)| *c).count() as i64;
     let count = |s: OutcomeState| {
         expected
             .values()
-            .filter(|(c, o)| *c && o.first() == Some(&s))
+            .filter(|(c, o, _)| *c && o.first() == Some(&s))
             .count() as i64
     };
+    let neet: Vec<&SnapshotView> = expected
+        .values()
+        .flat_map(|(_, _, s)| s.iter().filter(|s| s.name == "neet"))
+        .collect();
+    let (population, neet_count) = (
+        neet.len() as i64,
+        neet.iter().filter(|s| s.holds).count() as i64,
+    );
+    assert!(
+        neet_count > 100 && population - neet_count > 100,
+        "the load exercises NEET both ways: {neet_count} of {population}"
+    );
     let (achieved, not_achieved, pending) = (
         count(OutcomeState::Achieved),
         count(OutcomeState::NotAchieved),
@@ -168,10 +188,12 @@ async fn assert_equals_clean_replay(
         Ok(m["total"]["cohort"]["value"] == in_cohort
             && o["achieved"]["value"] == achieved
             && o["not_achieved"]["value"] == not_achieved
-            && o["pending"]["value"] == pending)
+            && o["pending"]["value"] == pending
+            && m["snapshots"]["neet"]["population"]["value"] == population
+            && m["snapshots"]["neet"]["count"]["value"] == neet_count)
     })
     .await
-    .with_context(|| format!("expected cohort {in_cohort}, achieved {achieved}, not achieved {not_achieved}, pending {pending}; logs in {}", stack.dir.path().display()))?;
+    .with_context(|| format!("expected cohort {in_cohort}, achieved {achieved}, not achieved {not_achieved}, pending {pending}, NEET {neet_count} of {population}; logs in {}", stack.dir.path().display()))?;
 
     // Every citizen's newest view equals the clean evaluation.
     let mut newest: HashMap<String, MissionView> = HashMap::new();
@@ -192,15 +214,17 @@ async fn assert_equals_clean_replay(
         }
     }
     let mut mismatches = Vec::new();
-    for (key, (cohort, statuses)) in &expected {
+    for (key, (cohort, statuses, snapshots)) in &expected {
         let got = newest.get(key).map(|v| {
             (
                 v.in_cohort,
                 v.outcomes.iter().map(|o| o.status).collect::<Vec<_>>(),
+                v.snapshots.clone(),
             )
         });
-        let want = (*cohort, statuses.clone());
-        if *cohort && got.as_ref() != Some(&want) {
+        let want = (*cohort, statuses.clone(), snapshots.clone());
+        let published = *cohort || !snapshots.is_empty();
+        if published && got.as_ref() != Some(&want) {
             mismatches.push(format!("{key}: expected {want:?}, got {got:?}"));
         }
     }

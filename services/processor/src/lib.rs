@@ -927,11 +927,22 @@ impl Processor {
                 };
                 let previous = record.views.get(mission.id());
                 let visible_change = match previous {
-                    None => eval.in_cohort,
+                    None => eval.in_cohort || !eval.snapshots.is_empty(),
                     Some(prev) => {
                         let (a, b) = (&prev.evaluation, &eval);
-                        (a.in_cohort, &a.area_code, &a.cohort_month, &a.outcomes)
-                            != (b.in_cohort, &b.area_code, &b.cohort_month, &b.outcomes)
+                        (
+                            a.in_cohort,
+                            &a.area_code,
+                            &a.cohort_month,
+                            &a.outcomes,
+                            &a.snapshots,
+                        ) != (
+                            b.in_cohort,
+                            &b.area_code,
+                            &b.cohort_month,
+                            &b.outcomes,
+                            &b.snapshots,
+                        )
                     }
                 };
                 if !visible_change {
@@ -952,6 +963,7 @@ impl Processor {
                     area_code: eval.area_code.clone(),
                     cohort_month: eval.cohort_month.clone(),
                     outcomes: eval.outcomes.clone(),
+                    snapshots: eval.snapshots.clone(),
                     ingested_at: cause,
                 };
                 let body = encode_value(self.catalog.view_schema(), view_to_value(&view))?;

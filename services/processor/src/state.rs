@@ -142,6 +142,11 @@ mod tests {
                 duration_days: None,
             }],
             next_deadline: Some(i64::MAX),
+            snapshots: vec![joinery_domain::SnapshotView {
+                name: "neet".into(),
+                holds: true,
+                area_code: None,
+            }],
         };
         CitizenRecord {
             events,
@@ -176,6 +181,58 @@ mod tests {
             r
         );
         assert!(decode_record(b"\x07junk").is_err());
+    }
+
+    #[test]
+    fn records_stored_before_snapshots_existed_still_read() {
+        // The record as stored by the previous version: the same fields,
+        // by position, without the evaluation's trailing `snapshots`.
+        #[derive(Serialize)]
+        struct OldEvaluation {
+            in_cohort: bool,
+            area_code: Option<String>,
+            cohort_month: Option<String>,
+            outcomes: Vec<joinery_domain::OutcomeView>,
+            next_deadline: Option<Millis>,
+        }
+        #[derive(Serialize)]
+        struct OldPublished {
+            version: i64,
+            evaluation: OldEvaluation,
+        }
+        #[derive(Serialize)]
+        struct OldRecord {
+            events: CitizenEvents,
+            views: BTreeMap<String, OldPublished>,
+            ingested_at: Millis,
+            timer: Option<Millis>,
+        }
+        let mut r = record();
+        let view = r.views.get_mut("opportunity").expect("a view");
+        view.evaluation.snapshots.clear();
+        let e = &view.evaluation;
+        let old = OldRecord {
+            events: r.events.clone(),
+            views: [(
+                "opportunity".to_owned(),
+                OldPublished {
+                    version: view.version,
+                    evaluation: OldEvaluation {
+                        in_cohort: e.in_cohort,
+                        area_code: e.area_code.clone(),
+                        cohort_month: e.cohort_month.clone(),
+                        outcomes: e.outcomes.clone(),
+                        next_deadline: e.next_deadline,
+                    },
+                },
+            )]
+            .into(),
+            ingested_at: r.ingested_at,
+            timer: r.timer,
+        };
+        let mut packed = vec![FORMAT_MSGPACK];
+        rmp_serde::encode::write(&mut packed, &old).expect("encodes");
+        assert_eq!(decode_record(&packed).expect("an earlier record reads"), r);
     }
 
     #[test]

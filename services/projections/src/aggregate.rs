@@ -21,6 +21,10 @@ pub struct Contribution {
     pub cohort_month: Option<String>,
     /// (outcome, status, duration in days when achieved).
     pub outcomes: Vec<(String, OutcomeState, Option<i64>)>,
+    /// (snapshot, whether it holds, area) for each snapshot whose population
+    /// the citizen is in, whether or not they are in the cohort.
+    #[serde(default)]
+    pub snapshots: Vec<(String, bool, Option<String>)>,
 }
 
 impl From<&MissionView> for Contribution {
@@ -34,6 +38,11 @@ impl From<&MissionView> for Contribution {
                 .outcomes
                 .iter()
                 .map(|o| (o.name.clone(), o.status, o.duration_days))
+                .collect(),
+            snapshots: v
+                .snapshots
+                .iter()
+                .map(|s| (s.name.clone(), s.holds, s.area_code.clone()))
                 .collect(),
         }
     }
@@ -96,6 +105,42 @@ impl Counts {
     }
 }
 
+/// One group's figures for a snapshot measure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotGroup {
+    /// Citizens in the population at the watermark (e.g. aged 16 to 24).
+    pub population: i64,
+    /// Of them, those in the measured state (e.g. NEET).
+    pub holds: i64,
+}
+
+/// A snapshot measure's figures: the whole population and by area.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotCounts {
+    /// Everyone in the population.
+    pub total: SnapshotGroup,
+    /// By the citizen's latest area (`unknown` when none was reported).
+    pub by_area: BTreeMap<String, SnapshotGroup>,
+}
+
+impl SnapshotCounts {
+    fn add(&mut self, holds: bool, area: Option<&str>, sign: i64) {
+        let area = area.unwrap_or("unknown");
+        for g in [
+            &mut self.total,
+            self.by_area.entry(area.to_owned()).or_default(),
+        ] {
+            g.population += sign;
+            if holds {
+                g.holds += sign;
+            }
+        }
+        if self.by_area.get(area).is_some_and(|g| g.population == 0) {
+            self.by_area.remove(area);
+        }
+    }
+}
+
 /// A mission's metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissionMetrics {
@@ -113,10 +158,19 @@ pub struct MissionMetrics {
     pub watermark: Millis,
     /// Wall-clock time (ms) the figures last changed.
     pub updated_at: Millis,
+    /// Each snapshot measure (e.g. `neet`), by id.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, SnapshotCounts>,
 }
 
 impl MissionMetrics {
     fn add(&mut self, c: &Contribution, sign: i64) {
+        for (name, holds, area) in &c.snapshots {
+            self.snapshots
+                .entry(name.clone())
+                .or_default()
+                .add(*holds, area.as_deref(), sign);
+        }
         if !c.in_cohort {
             return;
         }
@@ -204,6 +258,7 @@ mod tests {
             area_code: Some("E1".into()),
             cohort_month: Some("2026-01".into()),
             outcomes: vec![("o".into(), status, days)],
+            snapshots: vec![],
         }
     }
 
@@ -253,6 +308,7 @@ mod tests {
                 area_code: None,
                 cohort_month: None,
                 outcomes: vec![("o".into(), OutcomeState::Pending, None)],
+                snapshots: vec![],
             },
             0,
         );
@@ -274,6 +330,7 @@ mod tests {
             area_code: Some(area.into()),
             cohort_month: Some(month.into()),
             outcomes: vec![("o".into(), status, None)],
+            snapshots: vec![],
         };
         let mut m = MissionMetrics::default();
         let first = at(1, "E1", "2026-01", OutcomeState::Pending);
@@ -312,6 +369,64 @@ mod tests {
             at(1, "E2", "2026-01", OutcomeState::Pending),
         ]);
         assert_eq!(rebuilt, m);
+    }
+
+    #[test]
+    fn snapshots_count_everyone_in_the_population_and_follow_changes() {
+        let young = |version, in_cohort, holds, area: &str| Contribution {
+            version,
+            in_cohort,
+            area_code: None,
+            cohort_month: None,
+            outcomes: vec![],
+            snapshots: vec![("neet".into(), holds, Some(area.into()))],
+        };
+        let mut m = MissionMetrics::default();
+        // Outside the cohort, still in the population.
+        let a = young(1, false, true, "E1");
+        assert!(m.apply(None, &a, 0));
+        m.apply(None, &young(1, true, false, "E1"), 0);
+        m.apply(None, &young(1, false, true, "E2"), 0);
+        let neet = &m.snapshots["neet"];
+        assert_eq!(
+            neet.total,
+            SnapshotGroup {
+                population: 3,
+                holds: 2
+            }
+        );
+        assert_eq!(
+            neet.by_area["E1"],
+            SnapshotGroup {
+                population: 2,
+                holds: 1
+            }
+        );
+        assert_eq!(m.total.cohort, 1, "the cohort counts only its members");
+        // The first citizen finds work and moves to E2.
+        let b = young(2, false, false, "E2");
+        m.apply(Some(&a), &b, 0);
+        let neet = &m.snapshots["neet"];
+        assert_eq!(
+            neet.total,
+            SnapshotGroup {
+                population: 3,
+                holds: 1
+            }
+        );
+        assert_eq!(
+            neet.by_area["E2"],
+            SnapshotGroup {
+                population: 2,
+                holds: 1
+            }
+        );
+        // Then turns 25: leaves the population.
+        let mut c = young(3, false, false, "E2");
+        c.snapshots.clear();
+        m.apply(Some(&b), &c, 0);
+        assert_eq!(m.snapshots["neet"].total.population, 2);
+        assert_eq!(m.snapshots["neet"].by_area["E2"].population, 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use joinery_runtime::auth::Principal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::aggregate::{quantile, Counts, MissionMetrics};
+use crate::aggregate::{quantile, Counts, MissionMetrics, SnapshotGroup};
 use crate::Shared;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -50,26 +50,70 @@ fn iso(ms: i64) -> Value {
         .map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
 }
 
+/// The rate `num / den`, with disclosure control applied unless `exact`.
+fn rate_json(s: &Shared, num: i64, den: i64, exact: bool) -> Value {
+    let d = s.disclosure;
+    let withhold = d.withholds(den, exact);
+    if withhold || den == 0 {
+        return json!({"value": null, "withheld": withhold, "numerator": null, "denominator": null});
+    }
+    let n = d.count(num, exact);
+    let dn = d.count(den, exact);
+    // Board readers get the rate of the published (rounded) counts: a rate
+    // of the exact counts over a small base would give them away.
+    let value = match (exact, n.value, dn.value) {
+        (false, Some(a), Some(b)) if b > 0 => a as f64 / b as f64,
+        _ => num as f64 / den as f64,
+    };
+    json!({"value": value, "withheld": false, "numerator": n.value, "denominator": dn.value})
+}
+
+/// A snapshot group's figures (population, count, rate), with disclosure
+/// control applied unless `exact`.
+pub(crate) fn snapshot_group_json(s: &Shared, g: &SnapshotGroup, exact: bool) -> Value {
+    let d = s.disclosure;
+    json!({
+        "population": d.count(g.population, exact),
+        "count": d.count(g.holds, exact),
+        "rate": rate_json(s, g.holds, g.population, exact),
+    })
+}
+
+/// Every snapshot measure of a mission: its definition, the total and the
+/// breakdown by area.
+pub(crate) fn snapshots_json(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) -> Value {
+    let defs = s
+        .defs
+        .iter()
+        .find(|d| d.id == id)
+        .map(|d| d.snapshots.as_slice())
+        .unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for def in defs {
+        let counts = m.snapshots.get(&def.id).cloned().unwrap_or_default();
+        let mut v = snapshot_group_json(s, &counts.total, exact);
+        v["doc"] = json!(def.doc);
+        v["by_area"] = counts
+            .by_area
+            .iter()
+            .map(|(area, g)| {
+                let mut a = snapshot_group_json(s, g, exact);
+                a["key"] = json!(area);
+                a
+            })
+            .collect();
+        out.insert(def.id.clone(), v);
+    }
+    Value::Object(out)
+}
+
 /// One group's figures, with disclosure control applied unless `exact`.
 pub(crate) fn counts_json(s: &Shared, c: &Counts, exact: bool) -> Value {
     let d = s.disclosure;
     let mut outcomes = serde_json::Map::new();
     for (name, o) in &c.outcomes {
         let decided = o.achieved + o.not_achieved;
-        let withhold = d.withholds(decided, exact);
-        let rate = if withhold || decided == 0 {
-            json!({"value": null, "withheld": withhold, "numerator": null, "denominator": null})
-        } else {
-            let num = d.count(o.achieved, exact);
-            let den = d.count(decided, exact);
-            // Board readers get the rate of the published (rounded) counts:
-            // a rate of the exact counts over a small base would give them away.
-            let value = match (exact, num.value, den.value) {
-                (false, Some(n), Some(dn)) if dn > 0 => n as f64 / dn as f64,
-                _ => o.achieved as f64 / decided as f64,
-            };
-            json!({"value": value, "withheld": false, "numerator": num.value, "denominator": den.value})
-        };
+        let rate = rate_json(s, o.achieved, decided, exact);
         let n: i64 = o.durations.values().sum();
         let durations = if d.withholds(n, exact) || n == 0 {
             json!({"median_days": null, "p90_days": null, "withheld": d.withholds(n, exact), "method": "exact nearest-rank over whole days", "error_bound_days": 0})
@@ -104,6 +148,7 @@ pub(crate) fn headline(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) ->
         "watermark": iso(m.watermark),
         "updated_at": iso(m.updated_at),
         "total": counts_json(s, &m.total, exact),
+        "snapshots": snapshots_json(s, id, m, exact),
     })
 }
 

@@ -234,6 +234,21 @@ async fn index(State(s): State<Arc<Shared>>, Query(q): Query<BoardQuery>) -> Htm
                 n = esc(&name),
             );
         }
+        if let Some(snapshots) = h["snapshots"].as_object() {
+            for (name, v) in snapshots {
+                let _ = write!(
+                    body,
+                    "<div class=\"govuk-summary-list__row\" data-snapshot=\"{n}\"><dt class=\"govuk-summary-list__key\">{}</dt>\
+                     <dd class=\"govuk-summary-list__value\"><span data-field=\"rate\">{}</span> \
+                     <span class=\"govuk-body-s app-secondary\">(<span data-field=\"count\">{}</span> of <span data-field=\"population\">{}</span> in the population)</span></dd></div>",
+                    esc(v["doc"].as_str().unwrap_or(name)),
+                    rate(&v["rate"]),
+                    count(&v["count"]),
+                    count(&v["population"]),
+                    n = esc(name),
+                );
+            }
+        }
         let _ = write!(
             body,
             "<div class=\"govuk-summary-list__row\"><dt class=\"govuk-summary-list__key\">Correct up to</dt><dd class=\"govuk-summary-list__value\">{}</dd></div>\
@@ -397,6 +412,78 @@ fn group_table(
     t
 }
 
+/// A snapshot measure (e.g. NEET) at the watermark: headline figures, a
+/// chart and a table by area. `v` is its API JSON.
+fn snapshot_section(name: &str, v: &Value) -> String {
+    let id = dom_id(name);
+    let doc = v["doc"].as_str().unwrap_or(name);
+    let mut out = format!(
+        "<section class=\"app-snapshot\" data-snapshot=\"{n}\" aria-labelledby=\"s-{id}\">\
+         <h2 class=\"govuk-heading-l\" id=\"s-{id}\">{}</h2>\
+         <p class=\"govuk-body\">Everyone Joinery knows of who is in the population at the watermark, whether or not they are in the cohort above.</p>\
+         <div class=\"govuk-grid-row\">\
+         <div class=\"govuk-grid-column-one-third\"><div class=\"app-figure\"><p class=\"govuk-body-s app-figure__label\">Rate</p><p class=\"app-figure__value\" data-field=\"rate\">{}</p></div></div>\
+         <div class=\"govuk-grid-column-one-third\"><div class=\"app-figure\"><p class=\"govuk-body-s app-figure__label\">Citizens</p><p class=\"app-figure__value\" data-field=\"count\">{}</p>\
+         <p class=\"govuk-body-s\">of <span data-field=\"population\">{}</span> in the population</p></div></div></div>",
+        esc(doc),
+        rate(&v["rate"]),
+        count(&v["count"]),
+        count(&v["population"]),
+        n = esc(name),
+    );
+    let areas: Vec<(String, String, &Value)> = v["by_area"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|g| {
+                    let key = g["key"].as_str().unwrap_or("unknown").to_owned();
+                    let label = area_label(&key);
+                    (key, label, g)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !areas.is_empty() {
+        let bars: Vec<Bar> = areas
+            .iter()
+            .map(|(_, label, g)| Bar {
+                label: label.clone(),
+                rate: g["rate"]["value"].as_f64(),
+                withheld: g["rate"]["withheld"] == Value::Bool(true),
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "<h3 class=\"govuk-heading-m\">By area</h3><figure class=\"app-figure-chart\">{}</figure>\
+             <table class=\"govuk-table\" data-table=\"snapshot-area\" data-snapshot=\"{n}\"><caption class=\"govuk-table__caption govuk-table__caption--s\">{} by area (the latest area reported for the citizen)</caption>\
+             <thead class=\"govuk-table__head\"><tr class=\"govuk-table__row\"><th scope=\"col\" class=\"govuk-table__header\">Area</th>\
+             <th scope=\"col\" class=\"govuk-table__header govuk-table__header--numeric\">In population</th>\
+             <th scope=\"col\" class=\"govuk-table__header govuk-table__header--numeric\">Citizens</th>\
+             <th scope=\"col\" class=\"govuk-table__header govuk-table__header--numeric\">Rate</th></tr></thead><tbody class=\"govuk-table__body\">",
+            chart(&format!("snapshot-{id}"), &format!("Rate by area, {doc}"), &bars, false),
+            esc(doc),
+            n = esc(name),
+        );
+        for (key, label, g) in &areas {
+            let _ = write!(
+                out,
+                "<tr class=\"govuk-table__row\" data-key=\"{}\"><th scope=\"row\" class=\"govuk-table__header\">{}</th>\
+                 <td class=\"govuk-table__cell govuk-table__cell--numeric\" data-field=\"population\">{}</td>\
+                 <td class=\"govuk-table__cell govuk-table__cell--numeric\" data-field=\"count\">{}</td>\
+                 <td class=\"govuk-table__cell govuk-table__cell--numeric\" data-field=\"rate\">{}</td></tr>",
+                esc(key),
+                esc(label),
+                count(&g["population"]),
+                count(&g["count"]),
+                rate(&g["rate"]),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+    out
+}
+
 fn bars(groups: &[(String, String, Value)], outcome: &str) -> Vec<Bar> {
     groups
         .iter()
@@ -515,6 +602,11 @@ async fn mission(
             );
         }
         body.push_str("</section>");
+    }
+    if let Some(snapshots) = h["snapshots"].as_object() {
+        for (name, v) in snapshots {
+            body.push_str(&snapshot_section(name, v));
+        }
     }
     body.push_str(&disclosure_note(&h));
     let _ = write!(

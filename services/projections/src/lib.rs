@@ -71,6 +71,7 @@ pub struct ProjectionsConfig {
 pub(crate) struct Metrics {
     cohort: prometheus::IntGaugeVec,
     outcomes: prometheus::IntGaugeVec,
+    snapshots: prometheus::IntGaugeVec,
     freshness: prometheus::HistogramVec,
     views: prometheus::IntCounterVec,
     dead_letters: prometheus::IntCounterVec,
@@ -83,6 +84,7 @@ impl Metrics {
         Metrics {
             cohort: t.register(IntGaugeVec::new(Opts::new("joinery_mission_cohort_citizens", "Citizens in each mission's cohort (exact)"), &["mission"]).expect("valid")),
             outcomes: t.register(IntGaugeVec::new(Opts::new("joinery_outcome_citizens", "Citizens by mission, outcome and status (pending, achieved, not_achieved; exact)"), &["mission", "outcome", "status"]).expect("valid")),
+            snapshots: t.register(IntGaugeVec::new(Opts::new("joinery_snapshot_citizens", "Citizens in each snapshot measure at the watermark: its population, and those in the measured state (e.g. NEET), by mission and snapshot (exact)"), &["mission", "snapshot", "of"]).expect("valid")),
             freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(joinery_runtime::telemetry::FRESHNESS_BUCKETS.to_vec()), &["mission"]).expect("valid")),
             views: t.register(IntCounterVec::new(Opts::new("joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)"), &["mission", "result"]).expect("valid")),
             dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason"), &["reason"]).expect("valid")),
@@ -102,6 +104,16 @@ impl Metrics {
             ] {
                 self.outcomes
                     .with_label_values(&[mission, name, status])
+                    .set(n);
+            }
+        }
+        for (name, s) in &m.snapshots {
+            for (of, n) in [
+                ("population", s.total.population),
+                ("counted", s.total.holds),
+            ] {
+                self.snapshots
+                    .with_label_values(&[mission, name, of])
                     .set(n);
             }
         }
