@@ -78,6 +78,22 @@ async function checkMissionPage(page, expected) {
       assert.equal(await figure(row.locator('[data-field="rate"]')), rate(go.rate), `${kind} ${key} rate`);
     }
   }
+  // The NEET snapshot: headline and every area row, as in the API.
+  const neet = expected.body.snapshots.neet;
+  assert.ok(neet && neet.population.value > 0, 'the events give a NEET population');
+  const s = figures.locator('section[data-snapshot="neet"]');
+  assert.equal(await figure(s.locator('p[data-field="rate"]')), rate(neet.rate), 'NEET rate');
+  assert.equal(await figure(s.locator('p[data-field="count"]')), count(neet.count), 'NEET count');
+  assert.equal(await figure(s.locator('span[data-field="population"]')), count(neet.population), 'NEET population');
+  const neetRows = s.locator('table[data-table="snapshot-area"] tbody tr');
+  const neetKeys = await neetRows.evaluateAll((trs) => trs.map((tr) => tr.dataset.key));
+  assert.deepEqual(neetKeys.sort(), neet.by_area.map((g) => g.key).sort(), 'NEET area rows');
+  for (const g of neet.by_area) {
+    const row = s.locator(`tbody tr[data-key="${g.key}"]`);
+    assert.equal(await figure(row.locator('[data-field="population"]')), count(g.population), `NEET ${g.key} population`);
+    assert.equal(await figure(row.locator('[data-field="count"]')), count(g.count), `NEET ${g.key} count`);
+    assert.equal(await figure(row.locator('[data-field="rate"]')), rate(g.rate), `NEET ${g.key} rate`);
+  }
 }
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
@@ -109,6 +125,7 @@ try {
   const card = index.locator(`[data-mission="${mission}"]`);
   assert.equal(await figure(card.locator('[data-field="cohort"]')), count(before.body.total.cohort), 'index cohort');
   assert.equal(await figure(card.locator(`[data-outcome="${outcome}"] [data-field="rate"]`)), rate(before.body.total.outcomes[outcome].rate), 'index rate');
+  assert.equal(await figure(card.locator('[data-snapshot="neet"] [data-field="rate"]')), rate(before.body.snapshots.neet.rate), 'index NEET rate');
   await index.screenshot({ path: `${out}/index.png`, fullPage: true });
 
   // Without JavaScript the tables are all there.

@@ -52,20 +52,7 @@ fn iso(ms: i64) -> Value {
 
 /// The rate `num / den`, with disclosure control applied unless `exact`.
 fn rate_json(s: &Shared, num: i64, den: i64, exact: bool) -> Value {
-    let d = s.disclosure;
-    let withhold = d.withholds(den, exact);
-    if withhold || den == 0 {
-        return json!({"value": null, "withheld": withhold, "numerator": null, "denominator": null});
-    }
-    let n = d.count(num, exact);
-    let dn = d.count(den, exact);
-    // Board readers get the rate of the published (rounded) counts: a rate
-    // of the exact counts over a small base would give them away.
-    let value = match (exact, n.value, dn.value) {
-        (false, Some(a), Some(b)) if b > 0 => a as f64 / b as f64,
-        _ => num as f64 / den as f64,
-    };
-    json!({"value": value, "withheld": false, "numerator": n.value, "denominator": dn.value})
+    json!(s.disclosure.rate(num, den, exact))
 }
 
 /// A snapshot group's figures (population, count, rate), with disclosure

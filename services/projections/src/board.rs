@@ -175,7 +175,7 @@ fn disclosure_note(h: &Value) -> String {
     let rounding = h["disclosure"]["rounding"].as_i64().unwrap_or(5);
     format!(
         "<p class=\"govuk-body-s\">To protect individuals, counts under {threshold} are shown as [c] and other counts are rounded to the nearest {rounding}; \
-         a rate or a time to achieve is withheld when the count it rests on is suppressed. Rates are achieved ÷ decided (achieved + not achieved), of the published counts.</p>"
+         a rate or a time to achieve is withheld when a count it rests on is suppressed. Rates are achieved ÷ decided (achieved + not achieved), or counted ÷ population for a snapshot, of the published counts.</p>"
     )
 }
 
@@ -461,7 +461,7 @@ fn snapshot_section(name: &str, v: &Value) -> String {
              <th scope=\"col\" class=\"govuk-table__header govuk-table__header--numeric\">Citizens</th>\
              <th scope=\"col\" class=\"govuk-table__header govuk-table__header--numeric\">Rate</th></tr></thead><tbody class=\"govuk-table__body\">",
             chart(&format!("snapshot-{id}"), &format!("Rate by area, {doc}"), &bars, false),
-            esc(doc),
+            esc(doc.trim_end_matches('.')),
             n = esc(name),
         );
         for (key, label, g) in &areas {
