@@ -15,11 +15,13 @@
 //! - [`framing`]: Confluent framing, with a named error per kind of bad record.
 //! - [`registry`]: HTTP client for the registry REST API, with an id cache.
 //! - [`codec`]: Avro values to and from domain events and mission views.
+//! - [`control`]: the control records a rebuild writes on a view topic.
 //!
 //! [`Event`]: joinery_domain::Event
 
 pub mod catalog;
 pub mod codec;
+pub mod control;
 pub mod framing;
 pub mod registry;
 

@@ -213,7 +213,9 @@ enum Command {
     /// Publish an NDJSON file of events through the ingest gateway, as a department.
     Publish(publish::PublishArgs),
     /// Backfill or rebuild one mission over the whole retained log, while
-    /// live processing goes on; exits when it has caught up.
+    /// live processing goes on: its earlier views stop counting (projections
+    /// show it as being rebuilt) and its figures become those of the current
+    /// definitions over the log; exits when it has caught up.
     Rebuild {
         #[command(flatten)]
         common: Common,
@@ -360,8 +362,10 @@ async fn main() -> anyhow::Result<()> {
             );
             config.missions_dir = missions_dir;
             config.only_mission = Some(mission);
-            config.stop_at_end = true;
-            run_until_signal(|c| joinery_processor::run(config, c)).await
+            run_until_signal(
+                |c| async move { joinery_processor::rebuild(config, c).await.map(|_| ()) },
+            )
+            .await
         }
         Command::Publish(args) => {
             if publish::run(args).await?.all_accepted() {

@@ -13,17 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::*;
-use joinery_domain::event::DAY_MS;
 use joinery_domain::{EventType, MissionView, OutcomeState, SnapshotView};
-use joinery_engine::{CitizenEvents, Mission};
-use joinery_wire::codec::{decode_value, event_from_value, record_name, view_from_value};
+use joinery_wire::codec::{decode_value, view_from_value};
 use joinery_wire::framing::unframe;
 use joinery_wire::{Catalog, RegistryClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::FutureProducer;
-
-const LATENESS: i64 = 7 * DAY_MS;
 
 fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
     spawn_instance(stack, name, listen, name)
@@ -77,46 +73,17 @@ fn sigkill(child: &mut Child) -> Result<()> {
 /// the snapshots (NEET) whose population they are in.
 type Replayed = (bool, Vec<OutcomeState>, Vec<SnapshotView>);
 
-/// The clean evaluation: every department record read back from Kafka,
-/// joined per citizen, evaluated by the engine at each partition's final
-/// watermark.
-async fn clean_replay(
-    stack: &Stack,
-    registry: &RegistryClient,
-    catalog: &Catalog,
-) -> Result<BTreeMap<String, Replayed>> {
-    let mut citizens: HashMap<(i32, String), CitizenEvents> = HashMap::new();
-    let mut max_time: HashMap<i32, i64> = HashMap::new();
-    for d in joinery_domain::Department::ALL {
-        for Record {
-            partition: p,
-            key,
-            value: payload,
-            ..
-        } in read_topic(&stack.kafka, &stack.kafka.topic(&d.topic()))?
-        {
-            let (id, body) = unframe(&payload)?;
-            let writer = registry.schema(id).await?;
-            let t = EventType::from_avro_full_name(&record_name(&writer).unwrap_or_default())
-                .context("event type")?;
-            let event = event_from_value(t, decode_value(&writer, catalog.event_schema(t), body)?)?;
-            let m = max_time.entry(p).or_insert(i64::MIN);
-            *m = (*m).max(event.occurred_at);
-            citizens
-                .entry((p, String::from_utf8(key)?))
-                .or_default()
-                .insert(event);
-        }
-    }
+/// The opportunity mission evaluated afresh over the log (see [`replay`]).
+async fn clean_replay(stack: &Stack) -> Result<BTreeMap<String, Replayed>> {
     let missions = joinery_engine::load_missions(&missions_dir())?;
     let mission = missions
         .iter()
         .find(|m| m.id == "opportunity")
         .context("opportunity mission")?;
-    Ok(citizens
+    Ok(replay(stack, mission)
+        .await?
         .into_iter()
-        .map(|((p, key), events)| {
-            let e = mission.evaluate(&events, max_time[&p] - LATENESS);
+        .map(|(key, e)| {
             (
                 key,
                 (
@@ -151,7 +118,7 @@ async fn assert_equals_clean_replay(
     registry: &RegistryClient,
     catalog: &Catalog,
 ) -> Result<()> {
-    let expected = clean_replay(stack, registry, catalog).await?;
+    let expected = clean_replay(stack).await?;
     let in_cohort = expected.values().filter(|(c, _, _)| *c).count() as i64;
     let count = |s: OutcomeState| {
         expected

@@ -460,10 +460,9 @@ async fn a_new_mission_is_backfilled_from_the_log_by_rebuild() -> Result<()> {
     config.group = format!("{}rebuild-safer-streets", stack.kafka.namespace);
     config.missions_dir = missions_dir();
     config.only_mission = Some("safer_streets".into());
-    config.stop_at_end = true;
     tokio::time::timeout(
         std::time::Duration::from_secs(120),
-        joinery_processor::run(config, tokio_util::sync::CancellationToken::new()),
+        joinery_processor::rebuild(config, tokio_util::sync::CancellationToken::new()),
     )
     .await??;
 

@@ -74,30 +74,7 @@ async fn a_calibrated_population_through_the_gateway_gives_exactly_the_expected_
         ids.len()
     };
 
-    // Each department publishes its own feed, in recorded order, in batches.
-    let mut feeds: BTreeMap<Department, Vec<Value>> = BTreeMap::new();
-    for e in &population.events {
-        feeds
-            .entry(e.event_type.department())
-            .or_default()
-            .push(e.json.clone());
-    }
-    let mut sends = Vec::new();
-    for (dept, events) in feeds {
-        let stack = &stack;
-        sends.push(async move {
-            for batch in events.chunks(400) {
-                let (status, body) = stack
-                    .post(department_token(dept), Value::Array(batch.to_vec()))
-                    .await?;
-                ensure!(status == 202, "{dept}: {status} {body}");
-            }
-            Ok(())
-        });
-    }
-    for r in futures::future::join_all(sends).await {
-        r?;
-    }
+    publish_population(&stack, &population).await?;
 
     // The citizens land on the partitions the oracle assumed (Kafka's murmur2).
     let keys = population.citizen_keys(PSEUDONYM_KEY)?;

@@ -18,9 +18,13 @@
 //!
 //! - `state`: per-citizen records, timers and watermarks in RocksDB.
 //! - `outbox`: records written with the state and produced after it.
+//! - [`rebuild()`]: `joinery rebuild <mission>`, one mission afresh over the log.
 
 mod outbox;
+mod rebuild;
 mod state;
+
+pub use rebuild::rebuild;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

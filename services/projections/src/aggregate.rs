@@ -25,6 +25,10 @@ pub struct Contribution {
     /// the citizen is in, whether or not they are in the cohort.
     #[serde(default)]
     pub snapshots: Vec<(String, bool, Option<String>)>,
+    /// The view-topic partition it came from (`None` in state saved before
+    /// it was kept): a rebuild's reset drops a partition's contributions.
+    #[serde(default)]
+    pub partition: Option<i32>,
 }
 
 impl From<&MissionView> for Contribution {
@@ -44,6 +48,7 @@ impl From<&MissionView> for Contribution {
                 .iter()
                 .map(|s| (s.name.clone(), s.holds, s.area_code.clone()))
                 .collect(),
+            partition: None,
         }
     }
 }
@@ -161,6 +166,24 @@ pub struct MissionMetrics {
     /// Each snapshot measure (e.g. `neet`), by id.
     #[serde(default)]
     pub snapshots: BTreeMap<String, SnapshotCounts>,
+    /// The rebuild under way, if any: the figures are incomplete until it ends.
+    #[serde(default)]
+    pub rebuilding: Option<Rebuilding>,
+}
+
+/// A rebuild of a mission under way, as its control records tell it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuilding {
+    /// The rebuild's id.
+    pub id: String,
+    /// When it started (wall clock, ms).
+    pub started_at: Millis,
+    /// Partitions of the view topic.
+    pub partitions: i32,
+    /// Partitions whose reset has been applied.
+    pub reset: std::collections::BTreeSet<i32>,
+    /// Partitions whose views the rebuild has all published.
+    pub complete: std::collections::BTreeSet<i32>,
 }
 
 impl MissionMetrics {
@@ -208,6 +231,11 @@ impl MissionMetrics {
             let month = c.cohort_month.clone().unwrap_or_else(|| "unknown".into());
             self.add_area_month(area, month, &c, 1);
         }
+    }
+
+    /// Takes a citizen's contribution out (a rebuild's reset).
+    pub fn withdraw(&mut self, c: &Contribution) {
+        self.add(c, -1);
     }
 
     /// Replaces `old` (if any) by `new`. Returns false, changing nothing, when
@@ -259,6 +287,7 @@ mod tests {
             cohort_month: Some("2026-01".into()),
             outcomes: vec![("o".into(), status, days)],
             snapshots: vec![],
+            partition: None,
         }
     }
 
@@ -309,6 +338,7 @@ mod tests {
                 cohort_month: None,
                 outcomes: vec![("o".into(), OutcomeState::Pending, None)],
                 snapshots: vec![],
+                partition: None,
             },
             0,
         );
@@ -331,6 +361,7 @@ mod tests {
             cohort_month: Some(month.into()),
             outcomes: vec![("o".into(), status, None)],
             snapshots: vec![],
+            partition: None,
         };
         let mut m = MissionMetrics::default();
         let first = at(1, "E1", "2026-01", OutcomeState::Pending);
@@ -380,6 +411,7 @@ mod tests {
             cohort_month: None,
             outcomes: vec![],
             snapshots: vec![("neet".into(), holds, Some(area.into()))],
+            partition: None,
         };
         let mut m = MissionMetrics::default();
         // Outside the cohort, still in the population.

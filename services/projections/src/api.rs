@@ -136,6 +136,12 @@ pub(crate) fn headline(s: &Shared, id: &str, m: &MissionMetrics, exact: bool) ->
         "updated_at": iso(m.updated_at),
         "total": counts_json(s, &m.total, exact),
         "snapshots": snapshots_json(s, id, m, exact),
+        "rebuilding": m.rebuilding.as_ref().map(|r| json!({
+            "rebuild": r.id,
+            "started_at": iso(r.started_at),
+            "partitions": r.partitions,
+            "partitions_complete": r.complete.len(),
+        })),
     })
 }
 

@@ -219,6 +219,13 @@ async fn index(State(s): State<Arc<Shared>>, Query(q): Query<BoardQuery>) -> Htm
             esc(h["doc"].as_str().unwrap_or("")),
             count(&h["total"]["cohort"]),
         );
+        if !h["rebuilding"].is_null() {
+            let _ = write!(
+                body,
+                "<div class=\"govuk-summary-list__row\" data-rebuilding=\"true\"><dt class=\"govuk-summary-list__key\">Status</dt>\
+                 <dd class=\"govuk-summary-list__value\"><strong class=\"govuk-tag govuk-tag--yellow\">Being rebuilt</strong> figures incomplete until it finishes</dd></div>"
+            );
+        }
         for (name, doc) in outcome_docs(&h) {
             let o = &h["total"]["outcomes"][&name];
             let _ = write!(
@@ -412,6 +419,21 @@ fn group_table(
     t
 }
 
+/// A warning while the mission is being rebuilt: its figures are incomplete.
+fn rebuilding_warning(h: &Value) -> String {
+    let r = &h["rebuilding"];
+    if r.is_null() {
+        return String::new();
+    }
+    format!(
+        "<div class=\"govuk-warning-text\" data-rebuilding=\"true\"><span class=\"govuk-warning-text__icon\" aria-hidden=\"true\">!</span>\
+         <strong class=\"govuk-warning-text__text\"><span class=\"govuk-visually-hidden\">Warning</span>\
+         These figures are being rebuilt from the event log and are incomplete until it finishes ({} of {} parts done).</strong></div>",
+        r["partitions_complete"].as_i64().unwrap_or(0),
+        r["partitions"].as_i64().unwrap_or(0),
+    )
+}
+
 /// A snapshot measure (e.g. NEET) at the watermark: headline figures, a
 /// chart and a table by area. `v` is its API JSON.
 fn snapshot_section(name: &str, v: &Value) -> String {
@@ -542,6 +564,7 @@ async fn mission(
         esc(h["doc"].as_str().unwrap_or("")),
         updated_line(&h),
     );
+    body.push_str(&rebuilding_warning(&h));
     let _ = write!(
         body,
         "<div class=\"govuk-grid-row\"><div class=\"govuk-grid-column-one-third\"><div class=\"app-figure\">\

@@ -32,6 +32,7 @@ use joinery_runtime::{serve, Health, Supervisor, Telemetry};
 use joinery_store::{Store, StoreOptions};
 use joinery_wire::catalog::view_topic;
 use joinery_wire::codec::{decode_value, view_from_value};
+use joinery_wire::control::{Control, ControlKind, CONTROL_HEADER};
 use joinery_wire::framing::unframe;
 use joinery_wire::{Catalog, DecodeError, RegistryClient};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -39,7 +40,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{Contribution, MissionMetrics};
+use crate::aggregate::{Contribution, MissionMetrics, Rebuilding};
 use crate::disclosure::Disclosure;
 
 /// Projections configuration.
@@ -72,6 +73,7 @@ pub(crate) struct Metrics {
     cohort: prometheus::IntGaugeVec,
     outcomes: prometheus::IntGaugeVec,
     snapshots: prometheus::IntGaugeVec,
+    rebuilding: prometheus::IntGaugeVec,
     freshness: prometheus::HistogramVec,
     views: prometheus::IntCounterVec,
     dead_letters: prometheus::IntCounterVec,
@@ -85,6 +87,7 @@ impl Metrics {
             cohort: t.register(IntGaugeVec::new(Opts::new("joinery_mission_cohort_citizens", "Citizens in each mission's cohort (exact)"), &["mission"]).expect("valid")),
             outcomes: t.register(IntGaugeVec::new(Opts::new("joinery_outcome_citizens", "Citizens by mission, outcome and status (pending, achieved, not_achieved; exact)"), &["mission", "outcome", "status"]).expect("valid")),
             snapshots: t.register(IntGaugeVec::new(Opts::new("joinery_snapshot_citizens", "Citizens in each snapshot measure at the watermark: its population, and those in the measured state (e.g. NEET), by mission and snapshot (exact)"), &["mission", "snapshot", "of"]).expect("valid")),
+            rebuilding: t.register(IntGaugeVec::new(Opts::new("joinery_projections_rebuilding", "1 while a rebuild of the mission is under way (its figures are incomplete), else 0"), &["mission"]).expect("valid")),
             freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(joinery_runtime::telemetry::FRESHNESS_BUCKETS.to_vec()), &["mission"]).expect("valid")),
             views: t.register(IntCounterVec::new(Opts::new("joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)"), &["mission", "result"]).expect("valid")),
             dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason"), &["reason"]).expect("valid")),
@@ -93,6 +96,9 @@ impl Metrics {
     }
 
     fn publish(&self, mission: &str, m: &MissionMetrics) {
+        self.rebuilding
+            .with_label_values(&[mission])
+            .set(i64::from(m.rebuilding.is_some()));
         self.cohort
             .with_label_values(&[mission])
             .set(m.total.cohort);
@@ -131,6 +137,13 @@ pub(crate) struct Shared {
 }
 
 const METRICS_PREFIX: &str = "a/";
+
+/// Whether a view-topic record is a rebuild's control record, not a view.
+fn is_control(m: &BorrowedMessage<'_>) -> bool {
+    use rdkafka::message::Headers;
+    m.headers()
+        .is_some_and(|h| h.iter().any(|h| h.key == CONTROL_HEADER))
+}
 
 fn contribution_key(mission: &str, citizen: &str) -> Vec<u8> {
     format!("v/{mission}/{citizen}").into_bytes()
@@ -315,7 +328,96 @@ impl ViewConsumer {
         view_from_value(decode_value(&writer, self.catalog.view_schema(), body)?)
     }
 
+    /// Applies a batch: views in batches of their own, each control record
+    /// (a rebuild's reset or completion) on its own between them.
     async fn apply(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
+        let mut start = 0;
+        for (i, m) in messages.iter().enumerate() {
+            if is_control(m) {
+                self.apply_views(&messages[start..i]).await?;
+                self.apply_control(m)?;
+                start = i + 1;
+            }
+        }
+        self.apply_views(&messages[start..]).await
+    }
+
+    /// A rebuild's control record on partition `p` of a view topic. A reset
+    /// takes out every contribution that came from `p` (and any whose
+    /// partition was not kept) and marks the mission as being rebuilt; a
+    /// completion clears the mark once every partition has had one.
+    fn apply_control(&self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let mut batch = self.store.batch();
+        batch.set_offset(m.topic(), m.partition(), m.offset() + 1);
+        let control = match Control::from_bytes(m.payload().unwrap_or_default()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "unreadable control record skipped");
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&["bad_control_record"])
+                    .inc();
+                self.store.write(batch)?;
+                return Ok(());
+            }
+        };
+        let mut working = self.shared.metrics.read().expect("lock").clone();
+        let Some(mission) = working.get_mut(&control.mission) else {
+            self.store.write(batch)?;
+            return Ok(());
+        };
+        let p = m.partition();
+        match control.kind {
+            ControlKind::Reset => {
+                let prefix = format!("v/{}/", control.mission);
+                let mut dropped = 0u64;
+                for (k, v) in self.store.scan(prefix.as_bytes(), None)? {
+                    let c: Contribution = serde_json::from_slice(&v)?;
+                    if c.partition.is_none_or(|cp| cp == p) {
+                        mission.withdraw(&c);
+                        batch.delete(&k);
+                        dropped += 1;
+                    }
+                }
+                let r = mission.rebuilding.get_or_insert_with(Default::default);
+                if r.id != control.rebuild {
+                    *r = Rebuilding {
+                        id: control.rebuild.clone(),
+                        started_at: control.started_at,
+                        partitions: control.partitions,
+                        ..Rebuilding::default()
+                    };
+                }
+                r.reset.insert(p);
+                tracing::info!(mission = %control.mission, rebuild = %control.rebuild, partition = p, dropped, "rebuild reset: earlier views of this partition no longer count");
+            }
+            ControlKind::Complete => match &mut mission.rebuilding {
+                Some(r) if r.id == control.rebuild => {
+                    r.complete.insert(p);
+                    if r.complete.len() as i32 >= r.partitions {
+                        mission.rebuilding = None;
+                        tracing::info!(mission = %control.mission, rebuild = %control.rebuild, "rebuild complete");
+                    }
+                }
+                // A completion of an earlier or superseded rebuild.
+                _ => {}
+            },
+        }
+        mission.updated_at = chrono::Utc::now().timestamp_millis();
+        batch.put(
+            format!("{METRICS_PREFIX}{}", control.mission),
+            serde_json::to_vec(&*mission)?,
+        );
+        self.store.write(batch)?;
+        self.metrics.publish(&control.mission, mission);
+        *self.shared.metrics.write().expect("lock") = working;
+        Ok(())
+    }
+
+    async fn apply_views(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
         let now = chrono::Utc::now().timestamp_millis();
         let mut working = self.shared.metrics.read().expect("lock").clone();
         let mut contributions: HashMap<Vec<u8>, Contribution> = HashMap::new();
@@ -347,7 +449,10 @@ impl ViewConsumer {
                     .map(|b| serde_json::from_slice::<Contribution>(&b))
                     .transpose()?,
             };
-            let new = Contribution::from(&view);
+            let new = Contribution {
+                partition: Some(m.partition()),
+                ..Contribution::from(&view)
+            };
             if mission.apply(old.as_ref(), &new, view.watermark) {
                 mission.updated_at = now;
                 batch.put(&key, serde_json::to_vec(&new)?);

@@ -422,3 +422,82 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
     }
     Ok(out)
 }
+
+/// The clean evaluation of `mission`: every department record read back
+/// from Kafka, joined per citizen, evaluated by the engine at each
+/// partition's final watermark (the default 7 days' lateness).
+pub async fn replay(
+    stack: &Stack,
+    mission: &joinery_engine::MissionDef,
+) -> Result<std::collections::BTreeMap<String, joinery_engine::Evaluation>> {
+    use joinery_engine::Mission;
+    use joinery_wire::codec::{decode_value, event_from_value, record_name};
+    let registry = joinery_wire::RegistryClient::new(&stack.registry_url);
+    let catalog = joinery_wire::Catalog::load();
+    let mut citizens: std::collections::HashMap<(i32, String), joinery_engine::CitizenEvents> =
+        Default::default();
+    let mut max_time: std::collections::HashMap<i32, i64> = Default::default();
+    for d in joinery_domain::Department::ALL {
+        for Record {
+            partition: p,
+            key,
+            value: payload,
+            ..
+        } in read_topic(&stack.kafka, &stack.kafka.topic(&d.topic()))?
+        {
+            let (id, body) = joinery_wire::framing::unframe(&payload)?;
+            let writer = registry.schema(id).await?;
+            let t = joinery_domain::EventType::from_avro_full_name(
+                &record_name(&writer).unwrap_or_default(),
+            )
+            .context("event type")?;
+            let event = event_from_value(t, decode_value(&writer, catalog.event_schema(t), body)?)?;
+            let m = max_time.entry(p).or_insert(i64::MIN);
+            *m = (*m).max(event.occurred_at);
+            citizens
+                .entry((p, String::from_utf8(key)?))
+                .or_default()
+                .insert(event);
+        }
+    }
+    Ok(citizens
+        .into_iter()
+        .map(|((p, key), events)| {
+            let lateness = 7 * joinery_domain::event::DAY_MS;
+            (key, mission.evaluate(&events, max_time[&p] - lateness))
+        })
+        .collect())
+}
+
+/// Publishes a generated population through the gateway: each department
+/// its own feed, in recorded order, in batches, the feeds side by side.
+pub async fn publish_population(
+    stack: &Stack,
+    population: &joinery_loadtests::journeys::Population,
+) -> Result<()> {
+    use serde_json::Value;
+    let mut feeds: std::collections::BTreeMap<joinery_domain::Department, Vec<Value>> =
+        Default::default();
+    for e in &population.events {
+        feeds
+            .entry(e.event_type.department())
+            .or_default()
+            .push(e.json.clone());
+    }
+    let mut sends = Vec::new();
+    for (dept, events) in feeds {
+        sends.push(async move {
+            for batch in events.chunks(400) {
+                let (status, body) = stack
+                    .post(department_token(dept), Value::Array(batch.to_vec()))
+                    .await?;
+                anyhow::ensure!(status == 202, "{dept}: {status} {body}");
+            }
+            Ok(())
+        });
+    }
+    for r in futures::future::join_all(sends).await {
+        r?;
+    }
+    Ok(())
+}
