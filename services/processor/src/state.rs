@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use joinery_domain::{CitizenKey, Millis};
+use joinery_domain::{CitizenKey, Event, EventId, EventType, FieldValue, Millis};
 use joinery_engine::{CitizenEvents, Evaluation};
 use serde::{Deserialize, Serialize};
 
@@ -31,23 +31,107 @@ pub(crate) struct CitizenRecord {
     pub(crate) timer: Option<Millis>,
 }
 
-/// First byte of a citizen record in MessagePack (fields by position); a
-/// record written as JSON by an earlier version starts with `{` and is still
-/// read.
+/// First byte of a citizen record in MessagePack with every event in full
+/// (fields by position), as written by an earlier version; still read. A
+/// record written as JSON by an earlier version still starts with `{`.
 const FORMAT_MSGPACK: u8 = 1;
 
-/// A citizen record as stored: [`FORMAT_MSGPACK`] then MessagePack, about a
-/// third of the JSON's size and cheaper to write and read.
+/// First byte of a citizen record as written now: MessagePack, each event
+/// without the citizen key (the record's key already holds it), a third
+/// fewer bytes to read, write, compress and compact.
+const FORMAT_COMPACT: u8 = 2;
+
+/// An event as stored in a citizen record: everything but the citizen key.
+#[derive(Serialize)]
+struct StoredEventRef<'a> {
+    event_id: &'a EventId,
+    event_type: &'a EventType,
+    occurred_at: Millis,
+    recorded_at: Millis,
+    area_code: &'a Option<String>,
+    birth_year_month: &'a Option<String>,
+    fields: &'a BTreeMap<String, FieldValue>,
+}
+
+#[derive(Deserialize)]
+struct StoredEvent {
+    event_id: EventId,
+    event_type: EventType,
+    occurred_at: Millis,
+    recorded_at: Millis,
+    area_code: Option<String>,
+    birth_year_month: Option<String>,
+    fields: BTreeMap<String, FieldValue>,
+}
+
+#[derive(Serialize)]
+struct StoredRecordRef<'a> {
+    events: Vec<StoredEventRef<'a>>,
+    views: &'a BTreeMap<String, Published>,
+    ingested_at: Millis,
+    timer: Option<Millis>,
+}
+
+#[derive(Deserialize)]
+struct StoredRecord {
+    events: Vec<StoredEvent>,
+    views: BTreeMap<String, Published>,
+    ingested_at: Millis,
+    timer: Option<Millis>,
+}
+
+/// A citizen record as stored: [`FORMAT_COMPACT`] then MessagePack.
 pub(crate) fn encode_record(record: &CitizenRecord) -> anyhow::Result<Vec<u8>> {
+    let stored = StoredRecordRef {
+        events: record
+            .events
+            .iter()
+            .map(|e| StoredEventRef {
+                event_id: &e.event_id,
+                event_type: &e.event_type,
+                occurred_at: e.occurred_at,
+                recorded_at: e.recorded_at,
+                area_code: &e.area_code,
+                birth_year_month: &e.birth_year_month,
+                fields: &e.fields,
+            })
+            .collect(),
+        views: &record.views,
+        ingested_at: record.ingested_at,
+        timer: record.timer,
+    };
     let mut out = Vec::with_capacity(256);
-    out.push(FORMAT_MSGPACK);
-    rmp_serde::encode::write(&mut out, record)?;
+    out.push(FORMAT_COMPACT);
+    rmp_serde::encode::write(&mut out, &stored)?;
     Ok(out)
 }
 
-/// Reads a stored citizen record (MessagePack, or JSON from an earlier version).
-pub(crate) fn decode_record(bytes: &[u8]) -> anyhow::Result<CitizenRecord> {
+/// Reads the stored record of `citizen` (in any format this or an earlier
+/// version wrote).
+pub(crate) fn decode_record(bytes: &[u8], citizen: &CitizenKey) -> anyhow::Result<CitizenRecord> {
     match bytes.first() {
+        Some(&FORMAT_COMPACT) => {
+            let s: StoredRecord = rmp_serde::from_slice(&bytes[1..])?;
+            let mut events = CitizenEvents::default();
+            for e in s.events {
+                events.insert(Event {
+                    event_id: e.event_id,
+                    event_type: e.event_type,
+                    occurred_at: e.occurred_at,
+                    recorded_at: e.recorded_at,
+                    citizen_key: citizen.clone(),
+                    area_code: e.area_code,
+                    birth_year_month: e.birth_year_month,
+                    fields: e.fields,
+                });
+            }
+            Ok(CitizenRecord {
+                events,
+                views: s.views,
+                ingested_at: s.ingested_at,
+                timer: s.timer,
+            })
+        }
         Some(&FORMAT_MSGPACK) => Ok(rmp_serde::from_slice(&bytes[1..])?),
         Some(b'{') => Ok(serde_json::from_slice(bytes)?),
         other => anyhow::bail!("unknown citizen record format (first byte {other:?})"),
@@ -163,24 +247,33 @@ mod tests {
         }
     }
 
+    fn key() -> CitizenKey {
+        "cd".repeat(32).parse().expect("key")
+    }
+
     #[test]
-    fn citizen_records_round_trip_in_messagepack_and_json_ones_still_read() {
+    fn citizen_records_round_trip_and_earlier_formats_still_read() {
         let r = record();
         let packed = encode_record(&r).expect("encodes");
-        assert_eq!(packed[0], FORMAT_MSGPACK);
-        assert_eq!(decode_record(&packed).expect("decodes"), r);
-        let json = serde_json::to_vec(&r).expect("json");
+        assert_eq!(packed[0], FORMAT_COMPACT);
+        assert_eq!(decode_record(&packed, &key()).expect("decodes"), r);
+        // Version 1: MessagePack with every event in full.
+        let mut full = vec![FORMAT_MSGPACK];
+        rmp_serde::encode::write(&mut full, &r).expect("encodes");
+        assert_eq!(decode_record(&full, &key()).expect("an earlier record"), r);
         assert!(
-            packed.len() * 2 < json.len(),
-            "{} vs {} bytes",
+            packed.len() * 4 < full.len() * 3,
+            "without the key in every event: {} against {} bytes",
             packed.len(),
-            json.len()
+            full.len()
         );
+        // JSON, before that.
+        let json = serde_json::to_vec(&r).expect("json");
         assert_eq!(
-            decode_record(&json).expect("JSON from an earlier version"),
+            decode_record(&json, &key()).expect("JSON from an earlier version"),
             r
         );
-        assert!(decode_record(b"\x07junk").is_err());
+        assert!(decode_record(b"\x07junk", &key()).is_err());
     }
 
     #[test]
@@ -232,7 +325,10 @@ mod tests {
         };
         let mut packed = vec![FORMAT_MSGPACK];
         rmp_serde::encode::write(&mut packed, &old).expect("encodes");
-        assert_eq!(decode_record(&packed).expect("an earlier record reads"), r);
+        assert_eq!(
+            decode_record(&packed, &key()).expect("an earlier record reads"),
+            r
+        );
     }
 
     #[test]
