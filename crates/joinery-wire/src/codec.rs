@@ -92,33 +92,85 @@ pub fn record_name(schema: &Schema) -> Option<String> {
     }
 }
 
-/// Decodes an Avro body written with `writer` into the shape of `reader`.
-pub fn decode_value(
-    writer: &Schema,
-    reader: &Schema,
-    mut body: &[u8],
-) -> Result<Value, DecodeError> {
-    let r = GenericDatumReader::builder(writer)
-        .reader_schema(reader)
-        .build()
-        .map_err(|e| DecodeError::CorruptAvro(e.to_string()))?;
-    let value = r
-        .read_value(&mut body)
-        .map_err(|e| DecodeError::CorruptAvro(e.to_string()))?;
-    if !body.is_empty() {
-        return Err(DecodeError::CorruptAvro(format!(
-            "{} trailing bytes after the record",
-            body.len()
-        )));
+/// Decodes Avro records written with one schema into values of another,
+/// resolving both schemas' names once (building that resolution allocates,
+/// so a service decoding many records keeps one decoder per writer schema).
+/// When the writer schema is the reader schema, records are not resolved.
+pub struct ValueDecoder<'s> {
+    reader: GenericDatumReader<'s>,
+}
+
+impl std::fmt::Debug for ValueDecoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueDecoder").finish_non_exhaustive()
     }
-    Ok(value)
+}
+
+impl<'s> ValueDecoder<'s> {
+    /// A decoder of records written with `writer` into values of `reader`.
+    pub fn new(writer: &'s Schema, reader: &'s Schema) -> Result<ValueDecoder<'s>, DecodeError> {
+        let same = std::ptr::eq(writer, reader)
+            || serde_json::to_string(writer).ok() == serde_json::to_string(reader).ok();
+        let builder = GenericDatumReader::builder(writer);
+        let reader = if same {
+            builder.build()
+        } else {
+            builder.reader_schema(reader).build()
+        }
+        .map_err(|e| DecodeError::CorruptAvro(e.to_string()))?;
+        Ok(ValueDecoder { reader })
+    }
+
+    /// Decodes one record's body (the whole of it: trailing bytes are an error).
+    pub fn decode(&self, mut body: &[u8]) -> Result<Value, DecodeError> {
+        let value = self
+            .reader
+            .read_value(&mut body)
+            .map_err(|e| DecodeError::CorruptAvro(e.to_string()))?;
+        if !body.is_empty() {
+            return Err(DecodeError::CorruptAvro(format!(
+                "{} trailing bytes after the record",
+                body.len()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// Decodes one record written with `writer` into a value of `reader`.
+pub fn decode_value(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<Value, DecodeError> {
+    ValueDecoder::new(writer, reader)?.decode(body)
+}
+
+/// Encodes values with one schema, validating each first, its names
+/// resolved once.
+pub struct ValueEncoder<'s> {
+    writer: GenericDatumWriter<'s>,
+}
+
+impl std::fmt::Debug for ValueEncoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueEncoder").finish_non_exhaustive()
+    }
+}
+
+impl<'s> ValueEncoder<'s> {
+    /// An encoder for `schema`.
+    pub fn new(schema: &'s Schema) -> Result<ValueEncoder<'s>, apache_avro::Error> {
+        Ok(ValueEncoder {
+            writer: GenericDatumWriter::builder(schema).build()?,
+        })
+    }
+
+    /// Encodes one value (an error when it does not match the schema).
+    pub fn encode(&self, value: Value) -> Result<Vec<u8>, apache_avro::Error> {
+        self.writer.write_value_to_vec(value)
+    }
 }
 
 /// Encodes a value with `schema`, validating it first.
 pub fn encode_value(schema: &Schema, value: Value) -> Result<Vec<u8>, apache_avro::Error> {
-    GenericDatumWriter::builder(schema)
-        .build()?
-        .write_value_to_vec(value)
+    ValueEncoder::new(schema)?.encode(value)
 }
 
 fn unwrap_union(v: Value) -> Value {

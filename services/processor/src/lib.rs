@@ -44,7 +44,7 @@ use joinery_runtime::{serve, Health, Supervisor, Telemetry};
 use joinery_store::{Store, StoreOptions};
 use joinery_wire::catalog::view_topic;
 use joinery_wire::codec::{
-    decode_value, encode_value, event_from_value, record_name, view_to_value,
+    event_from_value, record_name, view_to_value, ValueDecoder, ValueEncoder,
 };
 use joinery_wire::framing::{frame, unframe};
 use joinery_wire::{Catalog, DecodeError, RegistryClient};
@@ -543,9 +543,21 @@ impl Processor {
             let started = Instant::now();
             let mut batch = vec![first];
             while batch.len() < self.config.max_batch {
-                match tokio::time::timeout(Duration::from_millis(5), self.consumer.recv()).await {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
+                // Take what librdkafka has already fetched without arming a
+                // timer per record; wait (up to 5 ms) only when it has none.
+                let ready = {
+                    let recv = self.consumer.recv();
+                    tokio::pin!(recv);
+                    match futures::FutureExt::now_or_never(&mut recv) {
+                        Some(m) => Some(m),
+                        None => tokio::time::timeout(Duration::from_millis(5), recv)
+                            .await
+                            .ok(),
+                    }
+                };
+                match ready {
+                    Some(m) => batch.push(m),
+                    None => break,
                 }
             }
             let mut messages = Vec::with_capacity(batch.len());
@@ -650,7 +662,14 @@ impl Processor {
     }
 
     /// Decodes a record with its writer schema into an event of the topic's department.
-    fn decode_with(&self, input: &Input<'_>, writer: &Schema) -> Result<Event, DecodeError> {
+    /// Decodes a department record with the decoder of its writer schema
+    /// (built the first time the batch meets that schema).
+    fn decode_with<'s>(
+        &'s self,
+        input: &Input<'_>,
+        writer: &'s Arc<Schema>,
+        decoders: &mut FxHashMap<*const Schema, ValueDecoder<'s>>,
+    ) -> Result<Event, DecodeError> {
         let (_, body) = unframe(input.payload)?;
         let name = record_name(writer).unwrap_or_default();
         let event_type =
@@ -666,8 +685,14 @@ impl Processor {
                 topic: input.topic.into(),
             });
         }
-        let value = decode_value(writer, self.catalog.event_schema(event_type), body)?;
-        event_from_value(event_type, value)
+        let decoder = match decoders.entry(Arc::as_ptr(writer)) {
+            std::collections::hash_map::Entry::Occupied(d) => d.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(ValueDecoder::new(
+                writer,
+                self.catalog.event_schema(event_type),
+            )?),
+        };
+        event_from_value(event_type, decoder.decode(body)?)
     }
 
     /// Processes one batch. The records are grouped by source partition
@@ -811,11 +836,13 @@ impl Processor {
         // Keys are pseudonyms (uniform hex): a fast non-keyed hash is enough.
         let mut citizens: FxHashMap<CitizenKey, CitizenRecord> = FxHashMap::default();
         let mut events = Vec::with_capacity(inputs.len());
+        let mut decoders = FxHashMap::default();
+        let view_encoder = ValueEncoder::new(self.catalog.view_schema())?;
         for input in &inputs {
             out.offsets
                 .insert((input.topic.to_owned(), p), input.offset + 1);
             let decoded = match &input.writer {
-                Ok(w) => self.decode_with(input, w),
+                Ok(w) => self.decode_with(input, w, &mut decoders),
                 Err(e) => {
                     out.outbox.push(self.dead_letter(input, e));
                     continue;
@@ -972,7 +999,7 @@ impl Processor {
                     snapshots: eval.snapshots.clone(),
                     ingested_at: cause,
                 };
-                let body = encode_value(self.catalog.view_schema(), view_to_value(&view))?;
+                let body = view_encoder.encode(view_to_value(&view))?;
                 out.outbox.push(Entry {
                     topic: self.config.kafka.topic(&view_topic(mission.id())),
                     key: citizen.as_str().as_bytes().to_vec(),
