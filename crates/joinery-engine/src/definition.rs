@@ -350,7 +350,7 @@ pub fn parse_mission(
         used.insert(n, c);
     }
     if let Some(age) = &m.cohort.age {
-        if age.min > age.max || age.min < 0 {
+        if age.min > age.max || age.min < 0 || age.max > 150 {
             return Err(invalid(format!(
                 "cohort.age: min {} and max {} do not make a range",
                 age.min, age.max
@@ -408,7 +408,7 @@ pub fn parse_mission(
             used.insert(n, c);
         }
         if let Some(age) = &sn.age {
-            if age.min > age.max || age.min < 0 {
+            if age.min > age.max || age.min < 0 || age.max > 150 {
                 return Err(invalid(format!(
                     "{what}: age min {} and max {} do not make a range",
                     age.min, age.max

@@ -18,7 +18,9 @@ pub struct Evaluation {
     /// Each outcome's status.
     pub outcomes: Vec<OutcomeView>,
     /// The earliest watermark at which this evaluation could change without
-    /// any new event (a deadline); `None` when every outcome is final.
+    /// any new event (an outcome's deadline, or for a snapshot the next
+    /// event time or birthday month that could move the citizen in or out);
+    /// `None` when nothing can change without a new event.
     pub next_deadline: Option<Millis>,
     /// The snapshot measures whose population the citizen is in at the
     /// watermark, whether or not they are in the cohort. Last, and

@@ -110,7 +110,10 @@ impl<'s> ValueDecoder<'s> {
     /// A decoder of records written with `writer` into values of `reader`.
     pub fn new(writer: &'s Schema, reader: &'s Schema) -> Result<ValueDecoder<'s>, DecodeError> {
         let same = std::ptr::eq(writer, reader)
-            || serde_json::to_string(writer).ok() == serde_json::to_string(reader).ok();
+            || matches!(
+                (serde_json::to_string(writer), serde_json::to_string(reader)),
+                (Ok(w), Ok(r)) if w == r
+            );
         let builder = GenericDatumReader::builder(writer);
         let reader = if same {
             builder.build()

@@ -234,6 +234,9 @@ enum Command {
         /// Address of the rebuild's /metrics, /healthz and /readyz.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Allowed lateness of events, in days: the live processor's.
+        #[arg(long, env = "JOINERY_ALLOWED_LATENESS_DAYS", default_value_t = 7)]
+        allowed_lateness_days: i64,
     },
 }
 
@@ -351,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
             run_until_signal(|c| joinery_projections::run(config, c)).await
         }
         Command::Rebuild {
+            allowed_lateness_days,
             common,
             mission,
             missions_dir,
@@ -368,6 +372,7 @@ async fn main() -> anyhow::Result<()> {
                 chrono::Utc::now().format("%Y%m%d%H%M%S")
             );
             config.missions_dir = missions_dir;
+            config.allowed_lateness = allowed_lateness_days * DAY_MS;
             config.only_mission = Some(mission);
             run_until_signal(
                 |c| async move { joinery_processor::rebuild(config, c).await.map(|_| ()) },

@@ -303,6 +303,47 @@ pub fn processor_topics(kafka: &KafkaSettings, missions: &[MissionDef]) -> Vec<T
     t
 }
 
+/// Key of the description of the definitions (missions and lateness) the
+/// state was computed with.
+const DEFINITIONS_KEY: &[u8] = b"d/definitions";
+
+/// Opens the state. When it was computed with other definitions (a mission
+/// added, removed or changed, or another lateness), its stored evaluations
+/// and timers are those of the old rules: it is deleted, and the processor
+/// rebuilds it from the beginning of the department log. State from before
+/// the description was kept is taken to match.
+fn open_state(config: &ProcessorConfig, missions: &[MissionDef]) -> anyhow::Result<Store> {
+    let description = format!(
+        "allowed_lateness={}\n{missions:#?}",
+        config.allowed_lateness
+    );
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = Store::open(&config.data_dir, &config.store)?;
+    // A partition's watermark is written with its first batch.
+    let fresh = store.scan(b"w/", None)?.is_empty();
+    let store = match store.get(DEFINITIONS_KEY)? {
+        Some(d) if d == description.as_bytes() => return Ok(store),
+        Some(_) => {
+            tracing::warn!(dir = %config.data_dir.display(), "the mission definitions or the allowed lateness changed since this state was computed: deleting it and rebuilding it from the beginning of the department log (run `joinery rebuild <mission>` for each changed mission so that its earlier views stop counting)");
+            drop(store);
+            std::fs::remove_dir_all(&config.data_dir)?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            Store::open(&config.data_dir, &config.store)?
+        }
+        None if !fresh => {
+            tracing::info!(
+                "state from a version that did not record its definitions: taken to match them"
+            );
+            store
+        }
+        None => store,
+    };
+    let mut b = store.batch();
+    b.put(DEFINITIONS_KEY, description.as_bytes());
+    store.write(b)?;
+    Ok(store)
+}
+
 /// Runs the processor until `cancel` fires.
 pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::Result<()> {
     let telemetry = Telemetry::new("processor");
@@ -331,8 +372,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
             .register_when_ready(&subject, catalog.view_schema_text(), None)
             .await?;
     }
-    std::fs::create_dir_all(&config.data_dir)?;
-    let store = Arc::new(Store::open(&config.data_dir, &config.store)?);
+    let store = Arc::new(open_state(&config, &missions)?);
     let metrics = Metrics::new(&telemetry);
 
     let lookup_store = Arc::clone(&store);

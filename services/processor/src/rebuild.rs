@@ -9,8 +9,8 @@
 //! 2. A processor of its own (own consumer group, own temporary state)
 //!    evaluates only that mission from the beginning of every department
 //!    topic to where it ended when the rebuild started, publishing each
-//!    citizen's views with the same log-derived versions as the live
-//!    processor.
+//!    citizen's views with log-derived versions (a citizen's final view has
+//!    the version the live processor gives it, whatever the batches).
 //! 3. Once every view is acknowledged, a **complete** control record goes
 //!    to every partition, and projections clear the mark.
 //!
@@ -58,6 +58,15 @@ pub async fn rebuild(
         &processor_topics(&config.kafka, std::slice::from_ref(def)),
     )
     .await?;
+    // Check the registry answers before the reset blanks the figures.
+    let subject = format!("{}-value", config.kafka.topic(&view_topic(&mission)));
+    joinery_wire::RegistryClient::new(&config.registry_url)
+        .register_when_ready(
+            &subject,
+            joinery_wire::Catalog::load().view_schema_text(),
+            None,
+        )
+        .await?;
     let topic = config.kafka.topic(&view_topic(&mission));
     let started_at = chrono::Utc::now();
     let partitions = config.kafka.partitions;
