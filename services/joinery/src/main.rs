@@ -12,9 +12,11 @@
 mod demo;
 mod publish;
 
-/// jemalloc rather than glibc's allocator: the processor allocates and frees
-/// many small objects per event on several threads, where glibc spent about
-/// a quarter of its time (arena locks, consolidation) with 1M citizens.
+/// jemalloc rather than glibc's allocator, for Rust and (through the
+/// `unprefixed_malloc_on_supported_platforms` feature) RocksDB and librdkafka
+/// too: the processor allocates and frees many small objects per event on
+/// several threads, where glibc spent about a quarter of its time (arena
+/// locks, consolidation) with 1M citizens.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
