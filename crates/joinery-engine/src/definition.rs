@@ -68,6 +68,40 @@ pub enum Capability {
         /// The field pairing a start with its end.
         match_on: String,
     },
+    /// How many matching events there are (distinct by `event_id`).
+    Count(EventFilter),
+    /// Whole days an interval capability has been open in total.
+    Duration {
+        /// The interval capability measured (by name).
+        of: String,
+        /// What opens an interval.
+        start: EventFilter,
+        /// What closes it.
+        end: EventFilter,
+        /// The field pairing a start with its end.
+        match_on: String,
+    },
+}
+
+impl Capability {
+    fn is_occurrence(&self) -> bool {
+        matches!(self, Capability::First(_) | Capability::Last(_))
+    }
+
+    fn is_measure(&self) -> bool {
+        matches!(self, Capability::Count(_) | Capability::Duration { .. })
+    }
+}
+
+/// A cohort requirement on a count or duration capability, read at the anchor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// The count or duration capability.
+    pub capability: String,
+    /// Smallest value allowed.
+    pub at_least: Option<i64>,
+    /// Largest value allowed.
+    pub at_most: Option<i64>,
 }
 
 /// Who counts in a mission.
@@ -80,6 +114,8 @@ pub struct Cohort {
     pub age: Option<(i64, i64)>,
     /// Interval capabilities that must be open at the anchor time.
     pub active_at_anchor: Vec<String>,
+    /// Counts and durations, at the anchor time, that must be in range.
+    pub require: Vec<Requirement>,
 }
 
 /// An outcome: a condition that must hold within a window.
@@ -167,6 +203,7 @@ struct RawCapability {
     #[serde(default)]
     end_where: BTreeMap<String, RawValue>,
     match_on: Option<String>,
+    of: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +240,16 @@ struct RawCohort {
     age: Option<RawAge>,
     #[serde(default)]
     active_at_anchor: Vec<String>,
+    #[serde(default)]
+    require: Vec<RawRequirement>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirement {
+    capability: String,
+    at_least: Option<i64>,
+    at_most: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -277,7 +324,12 @@ pub fn parse_capabilities(
 ) -> Result<BTreeMap<String, Capability>, DefinitionError> {
     let file: CapabilitiesFile = parse(path, text)?;
     let mut out = BTreeMap::new();
+    let mut durations = Vec::new();
     for (name, c) in file.capability {
+        if c.kind == "duration" {
+            durations.push((name, c.of));
+            continue;
+        }
         let invalid = |reason: String| DefinitionError::Invalid {
             path: path.to_owned(),
             reason,
@@ -292,9 +344,40 @@ pub fn parse_capabilities(
                     .match_on
                     .ok_or_else(|| invalid(format!("interval capability `{name}` needs `match_on`, the field pairing a start with its end")))?,
             },
-            other => return Err(invalid(format!("capability `{name}` has kind `{other}`; expected first, last or interval"))),
+            "count" => Capability::Count(filter(path, &name, c.event.as_deref(), c.where_)?),
+            other => return Err(invalid(format!("capability `{name}` has kind `{other}`; expected first, last, interval, count or duration"))),
         };
         out.insert(name, cap);
+    }
+    for (name, of) in durations {
+        let invalid = |reason: String| DefinitionError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let of = of.ok_or_else(|| {
+            invalid(format!(
+                "duration capability `{name}` needs `of`, the interval capability it measures"
+            ))
+        })?;
+        let Some(Capability::Interval {
+            start,
+            end,
+            match_on,
+        }) = out.get(&of).cloned()
+        else {
+            return Err(invalid(format!(
+                "duration capability `{name}`: `of = \"{of}\"` must name an interval capability"
+            )));
+        };
+        out.insert(
+            name,
+            Capability::Duration {
+                of,
+                start,
+                end,
+                match_on,
+            },
+        );
     }
     Ok(out)
 }
@@ -334,7 +417,7 @@ pub fn parse_mission(
     }
     let mut used = BTreeMap::new();
     let (n, c) = known(&m.cohort.anchor, "cohort.anchor")?;
-    if matches!(c, Capability::Interval { .. }) {
+    if !c.is_occurrence() {
         return Err(invalid(format!(
             "cohort.anchor `{n}` is an interval; an anchor must be a first or last occurrence"
         )));
@@ -357,9 +440,35 @@ pub fn parse_mission(
             )));
         }
     }
+    let mut require = Vec::new();
+    for r in m.cohort.require {
+        let (n, c) = known(&r.capability, "cohort.require")?;
+        if !c.is_measure() {
+            return Err(invalid(format!(
+                "cohort.require `{n}` must be a count or duration capability"
+            )));
+        }
+        if r.at_least.is_none() && r.at_most.is_none() {
+            return Err(invalid(format!(
+                "cohort.require `{n}` needs `at_least`, `at_most` or both"
+            )));
+        }
+        used.insert(n.clone(), c);
+        require.push(Requirement {
+            capability: n,
+            at_least: r.at_least,
+            at_most: r.at_most,
+        });
+    }
     let mut outcomes = Vec::new();
     for o in m.outcome {
         let (n, c) = known(&o.condition, &format!("outcome `{}` condition", o.id))?;
+        if c.is_measure() {
+            return Err(invalid(format!(
+                "outcome `{}`: condition `{n}` is a count or duration; a condition must be a first, last or interval capability",
+                o.id
+            )));
+        }
         if o.sustained_days.is_some() && !matches!(c, Capability::Interval { .. }) {
             return Err(invalid(format!(
                 "outcome `{}`: sustained_days needs an interval condition, and `{n}` is not one",
@@ -375,7 +484,7 @@ pub fn parse_mission(
         used.insert(n, c);
         if let Some(f) = &o.from {
             let (n, c) = known(f, &format!("outcome `{}` from", o.id))?;
-            if matches!(c, Capability::Interval { .. }) {
+            if !c.is_occurrence() {
                 return Err(invalid(format!(
                     "outcome `{}`: `from` must be a first or last occurrence",
                     o.id
@@ -444,6 +553,7 @@ pub fn parse_mission(
             anchor: m.cohort.anchor,
             age: m.cohort.age.map(|a| (a.min, a.max)),
             active_at_anchor: m.cohort.active_at_anchor,
+            require,
         },
         outcomes,
         snapshots,
@@ -510,6 +620,27 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(ids, vec!["health_and_work", "opportunity", "safer_streets"]);
+    }
+
+    #[test]
+    fn counts_and_durations_are_checked_where_they_are_used() {
+        let bad = "[capability.x]\ndoc = \"x\"\nkind = \"duration\"\nof = \"left\"\n[capability.left]\ndoc = \"x\"\nkind = \"first\"\nevent = \"dfe.EducationExited\"\n";
+        let msg = parse_capabilities(Path::new("c.toml"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("must name an interval capability"), "{msg}");
+        let caps = parse_capabilities(
+            Path::new("c.toml"),
+            &format!("{CAPS}[capability.n]\ndoc = \"x\"\nkind = \"count\"\nevent = \"dfe.EducationExited\"\n"),
+        )
+        .expect("valid");
+        let anchor_is_count = "id = \"m\"\ntitle = \"t\"\ndoc = \"d\"\n[cohort]\ndoc = \"c\"\nanchor = \"n\"\n[[outcome]]\nid = \"o\"\ndoc = \"d\"\ncondition = \"left\"\nwithin_days = 3\n";
+        assert!(parse_mission(Path::new("m.toml"), anchor_is_count, &caps).is_err());
+        let require_occurrence = "id = \"m\"\ntitle = \"t\"\ndoc = \"d\"\n[cohort]\ndoc = \"c\"\nanchor = \"left\"\nrequire = [{ capability = \"left\", at_least = 1 }]\n[[outcome]]\nid = \"o\"\ndoc = \"d\"\ncondition = \"left\"\nwithin_days = 3\n";
+        let msg = parse_mission(Path::new("m.toml"), require_occurrence, &caps)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("count or duration"), "{msg}");
     }
 
     #[test]

@@ -107,7 +107,45 @@ impl MissionDef {
         match self.capability(name) {
             Capability::First(f) => events.iter().find(|e| matches(f, e)),
             Capability::Last(f) => events.iter().filter(|e| matches(f, e)).last(),
-            Capability::Interval { .. } => None,
+            Capability::Interval { .. } | Capability::Count(_) | Capability::Duration { .. } => {
+                None
+            }
+        }
+    }
+
+    /// The value at `at` of a count (matching events at or before it) or a
+    /// duration (whole days the interval was open up to it, overlapping
+    /// intervals counted once).
+    fn measure_at(&self, name: &str, events: &CitizenEvents, at: Millis) -> i64 {
+        match self.capability(name) {
+            Capability::Count(f) => events
+                .iter()
+                .take_while(|e| e.occurred_at <= at)
+                .filter(|e| matches(f, e))
+                .count() as i64,
+            Capability::Duration {
+                start,
+                end,
+                match_on,
+                ..
+            } => {
+                let mut spans: Vec<(Millis, Millis)> = intervals(events, start, end, match_on)
+                    .into_iter()
+                    .filter(|(s, _)| s.occurred_at <= at)
+                    .map(|(s, e)| (s.occurred_at, e.map_or(at, |e| e.min(at))))
+                    .collect();
+                spans.sort_unstable();
+                let (mut total, mut reach) = (0, Millis::MIN);
+                for (s, e) in spans {
+                    let s = s.max(reach);
+                    if e > s {
+                        total += e - s;
+                        reach = e;
+                    }
+                }
+                total / DAY_MS
+            }
+            _ => 0,
         }
     }
 
@@ -203,6 +241,8 @@ impl MissionDef {
         let mut open_deadlines = Vec::new();
         let mut latest_short_end = window_end;
         match self.capability(&o.condition) {
+            // Refused as conditions when the definitions load.
+            Capability::Count(_) | Capability::Duration { .. } => {}
             Capability::First(f) | Capability::Last(f) => {
                 achieved = events
                     .iter()
@@ -284,11 +324,17 @@ impl MissionDef {
                 return None;
             }
         }
-        self.cohort
+        let in_range = |r: &crate::definition::Requirement| {
+            let v = self.measure_at(&r.capability, events, at);
+            r.at_least.is_none_or(|min| v >= min) && r.at_most.is_none_or(|max| v <= max)
+        };
+        (self
+            .cohort
             .active_at_anchor
             .iter()
             .all(|name| self.open_at(name, events, at))
-            .then_some(anchor)
+            && self.cohort.require.iter().all(in_range))
+        .then_some(anchor)
     }
 }
 
@@ -805,6 +851,108 @@ mod tests {
     /// Birth months around the NEET ages over the journeys' 600 days:
     /// 25 during them, 16 during them, always in range, unknown.
     const BIRTHS: [Option<&str>; 4] = [Some("2001-06"), Some("2010-04"), Some("2008-03"), None];
+
+    #[test]
+    fn counts_and_durations_at_the_anchor_select_the_cohort() {
+        use crate::definition::{parse_capabilities, parse_mission};
+        let caps = parse_capabilities(
+            Path::new("c.toml"),
+            r#"
+            [capability.released]
+            doc = "Released."
+            kind = "first"
+            event = "moj.ReleasedFromCustody"
+            [capability.on_benefit]
+            doc = "On a benefit claim."
+            kind = "interval"
+            start = "dwp.BenefitClaimStarted"
+            end = "dwp.BenefitClaimEnded"
+            match_on = "claim_id"
+            [capability.reoffences]
+            doc = "Proven reoffences."
+            kind = "count"
+            event = "moj.ProvenReoffence"
+            [capability.days_on_benefit]
+            doc = "Days on a benefit claim."
+            kind = "duration"
+            of = "on_benefit"
+            "#,
+        )
+        .expect("capabilities");
+        let m = parse_mission(
+            Path::new("m.toml"),
+            r#"
+            id = "m"
+            title = "t"
+            doc = "d"
+            [cohort]
+            doc = "Released with no proven reoffence yet, after four weeks or more on a benefit."
+            anchor = "released"
+            require = [
+              { capability = "reoffences", at_most = 0 },
+              { capability = "days_on_benefit", at_least = 28 },
+            ]
+            [[outcome]]
+            id = "o"
+            doc = "o"
+            condition = "on_benefit"
+            within_days = 30
+            "#,
+            &caps,
+        )
+        .expect("mission");
+        let claim = |n, day, id: &str| {
+            ev(
+                n,
+                EventType::BenefitClaimStarted,
+                day,
+                &[
+                    ("claim_id", text(id)),
+                    ("health_condition", FieldValue::Bool(false)),
+                ],
+            )
+        };
+        let ended = |n, day, id: &str| {
+            ev(
+                n,
+                EventType::BenefitClaimEnded,
+                day,
+                &[("claim_id", text(id))],
+            )
+        };
+        let release = |n, day| ev(n, EventType::ReleasedFromCustody, day, &[]);
+        let reoffence = |n, day| ev(n, EventType::ProvenReoffence, day, &[]);
+        let in_cohort = |events: &[Event]| {
+            let mut c = CitizenEvents::default();
+            for e in events {
+                c.insert(e.clone());
+            }
+            m.evaluate(&c, T0 + 400 * DAY_MS).in_cohort
+        };
+        // Claims over days 0-20 and 10-40 overlap: 30 days by a release on day 30.
+        let base = [
+            claim(1, 0, "C1"),
+            ended(2, 20, "C1"),
+            claim(3, 10, "C2"),
+            ended(4, 40, "C2"),
+        ];
+        let mut evs = base.to_vec();
+        evs.push(release(5, 30));
+        assert!(in_cohort(&evs), "30 days on a benefit, no reoffence");
+        evs.push(reoffence(6, 50));
+        assert!(
+            in_cohort(&evs),
+            "a reoffence after the anchor does not count at it"
+        );
+        evs.push(reoffence(7, 5));
+        assert!(!in_cohort(&evs), "a reoffence before the anchor does");
+        let mut early = base.to_vec();
+        early.push(release(5, 25));
+        assert!(
+            !in_cohort(&early),
+            "25 days (overlaps counted once) is under 28"
+        );
+    }
 
     fn journey() -> impl Strategy<Value = Vec<Event>> {
         let one = (0u8..9, 0i64..400, 0u8..3);
