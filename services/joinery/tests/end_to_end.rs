@@ -450,21 +450,9 @@ async fn a_new_mission_is_backfilled_from_the_log_by_rebuild() -> Result<()> {
     );
 
     // Backfill the new mission over the retained log; it stops by itself.
-    let data = tempfile::tempdir()?;
-    let mut config = joinery_processor::ProcessorConfig::local(
-        stack.kafka.clone(),
-        stack.registry_url.clone(),
-        data.path().to_owned(),
-    );
-    config.listen = "127.0.0.1:0".parse()?;
-    config.group = format!("{}rebuild-safer-streets", stack.kafka.namespace);
-    config.missions_dir = missions_dir();
-    config.only_mission = Some("safer_streets".into());
-    tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        joinery_processor::rebuild(config, tokio_util::sync::CancellationToken::new()),
-    )
-    .await??;
+    stack
+        .rebuild("safer_streets", missions_dir(), "rebuild-safer-streets")
+        .await?;
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {

@@ -65,14 +65,7 @@ async fn a_calibrated_population_through_the_gateway_gives_exactly_the_expected_
     let stack = Stack::start("exact").await?;
     let population = Population::generate(GeneratorConfig::new(1500, 42));
     let expected = population.expected(stack.kafka.partitions, PSEUDONYM_KEY)?;
-    let distinct = {
-        let ids: std::collections::HashSet<&str> = population
-            .events
-            .iter()
-            .filter_map(|e| e.json["event_id"].as_str())
-            .collect();
-        ids.len()
-    };
+    let distinct = distinct_events(&population);
 
     publish_population(&stack, &population).await?;
 
@@ -183,14 +176,13 @@ async fn a_calibrated_population_through_the_gateway_gives_exactly_the_expected_
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    let applied = stack.prometheus_text(&stack.processor_url).await?;
-    let applied: f64 = applied
-        .lines()
-        .filter(|l| {
-            l.starts_with("joinery_processor_events_total") && l.contains("result=\"applied\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let applied = stack
+        .prometheus_sum(
+            &stack.processor_url,
+            "joinery_processor_events_total",
+            &["result=\"applied\""],
+        )
+        .await?;
     assert_eq!(applied as usize, distinct, "re-sent events applied once");
     let neet = &expected.neet["opportunity"].total;
     assert!(

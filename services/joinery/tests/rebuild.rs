@@ -51,36 +51,13 @@ async fn wait_for(stack: &Stack, what: &str, ok: impl Fn(&Value) -> bool) -> Res
 
 /// Views applied by projections so far (not ignored as stale).
 async fn applied_views(stack: &Stack) -> Result<f64> {
-    Ok(stack
-        .prometheus_text(&stack.projections_url)
-        .await?
-        .lines()
-        .filter(|l| {
-            l.starts_with("joinery_projections_views_total")
-                && l.contains("mission=\"opportunity\"")
-                && l.contains("result=\"applied\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
-async fn rebuild(stack: &Stack, missions: std::path::PathBuf, n: u32) -> Result<String> {
-    let data = tempfile::tempdir()?;
-    let mut config = joinery_processor::ProcessorConfig::local(
-        stack.kafka.clone(),
-        stack.registry_url.clone(),
-        data.path().to_owned(),
-    );
-    config.listen = "127.0.0.1:0".parse()?;
-    config.group = format!("{}rebuild-{n}", stack.kafka.namespace);
-    config.missions_dir = missions;
-    config.only_mission = Some("opportunity".into());
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        joinery_processor::rebuild(config, tokio_util::sync::CancellationToken::new()),
-    )
-    .await
-    .context("the rebuild did not finish in 120 s")?
+    stack
+        .prometheus_sum(
+            &stack.projections_url,
+            "joinery_projections_views_total",
+            &["mission=\"opportunity\"", "result=\"applied\""],
+        )
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -148,7 +125,9 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
     // 2. A rebuild with the same definitions: the same figures again, every
     //    view applied afresh (the same versions would otherwise be stale).
     let applied = applied_views(&stack).await?;
-    let id = rebuild(&stack, missions_dir(), 1).await?;
+    let id = stack
+        .rebuild("opportunity", missions_dir(), "rebuild-1")
+        .await?;
     let after = wait_for(&stack, "the rebuilt figures", |f| f["rebuilding"].is_null()).await?;
     assert_eq!(after, before, "dropped and rebuilt to identical figures");
     assert!(
@@ -228,23 +207,16 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
         p.stop().await?;
     }
     stack.start_processor_with_missions(changed.clone()).await?;
-    let distinct = people
-        .events
-        .iter()
-        .filter_map(|e| e.json["event_id"].as_str())
-        .collect::<std::collections::HashSet<_>>()
-        .len() as f64;
+    let distinct = distinct_events(&people) as f64;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let applied: f64 = stack
-            .prometheus_text(&stack.processor_url)
-            .await?
-            .lines()
-            .filter(|l| {
-                l.starts_with("joinery_processor_events_total") && l.contains("result=\"applied\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let applied = stack
+            .prometheus_sum(
+                &stack.processor_url,
+                "joinery_processor_events_total",
+                &["result=\"applied\""],
+            )
+            .await?;
         if applied == distinct {
             break;
         }
@@ -254,7 +226,7 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    rebuild(&stack, changed, 2).await?;
+    stack.rebuild("opportunity", changed, "rebuild-2").await?;
     let replaced = wait_for(&stack, "the new definitions' figures", |f| {
         let o = &f["total"]["outcomes"][OUTCOME];
         f["rebuilding"].is_null()

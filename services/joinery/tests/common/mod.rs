@@ -328,6 +328,44 @@ impl Stack {
             .await?)
     }
 
+    /// The sum of every sample of `metric` at `base` whose labels contain
+    /// each of `labels` (e.g. `result="applied"`).
+    pub async fn prometheus_sum(&self, base: &str, metric: &str, labels: &[&str]) -> Result<f64> {
+        Ok(self
+            .prometheus_text(base)
+            .await?
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(metric)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                    && labels.iter().all(|want| l.contains(want))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Runs `joinery rebuild <mission>` (the code behind the command) with
+    /// the definitions in `missions` in its own group and temporary state,
+    /// to the end; returns the rebuild's id.
+    pub async fn rebuild(&self, mission: &str, missions: PathBuf, group: &str) -> Result<String> {
+        let data = tempfile::tempdir()?;
+        let mut config = joinery_processor::ProcessorConfig::local(
+            self.kafka.clone(),
+            self.registry_url.clone(),
+            data.path().to_owned(),
+        );
+        config.listen = "127.0.0.1:0".parse()?;
+        config.group = format!("{}{group}", self.kafka.namespace);
+        config.missions_dir = missions;
+        config.only_mission = Some(mission.into());
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            joinery_processor::rebuild(config, CancellationToken::new()),
+        )
+        .await
+        .context("the rebuild did not finish in 120 s")?
+    }
+
     pub async fn shutdown(mut self) -> Result<()> {
         for s in [
             self.projections.take(),
@@ -500,4 +538,14 @@ pub async fn publish_population(
         r?;
     }
     Ok(())
+}
+
+/// Distinct events (by `event_id`) of a generated population, re-sent ones once.
+pub fn distinct_events(population: &joinery_loadtests::journeys::Population) -> usize {
+    population
+        .events
+        .iter()
+        .filter_map(|e| e.json["event_id"].as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
