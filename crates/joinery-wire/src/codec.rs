@@ -107,13 +107,23 @@ impl std::fmt::Debug for ValueDecoder<'_> {
 }
 
 impl<'s> ValueDecoder<'s> {
-    /// A decoder of records written with `writer` into values of `reader`.
+    /// A decoder of records written with `writer` into values of `reader`,
+    /// comparing the two schemas once (a decoder kept for many records
+    /// skips resolving each one when they are the same).
     pub fn new(writer: &'s Schema, reader: &'s Schema) -> Result<ValueDecoder<'s>, DecodeError> {
         let same = std::ptr::eq(writer, reader)
             || matches!(
                 (serde_json::to_string(writer), serde_json::to_string(reader)),
                 (Ok(w), Ok(r)) if w == r
             );
+        Self::build(writer, reader, same)
+    }
+
+    fn build(
+        writer: &'s Schema,
+        reader: &'s Schema,
+        same: bool,
+    ) -> Result<ValueDecoder<'s>, DecodeError> {
         let builder = GenericDatumReader::builder(writer);
         let reader = if same {
             builder.build()
@@ -140,9 +150,11 @@ impl<'s> ValueDecoder<'s> {
     }
 }
 
-/// Decodes one record written with `writer` into a value of `reader`.
+/// Decodes one record written with `writer` into a value of `reader`
+/// (resolving it, rather than serialising both schemas to compare them for
+/// a single record).
 pub fn decode_value(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<Value, DecodeError> {
-    ValueDecoder::new(writer, reader)?.decode(body)
+    ValueDecoder::build(writer, reader, std::ptr::eq(writer, reader))?.decode(body)
 }
 
 /// Encodes values with one schema, validating each first, its names

@@ -145,8 +145,13 @@ fn is_control(m: &BorrowedMessage<'_>) -> bool {
         .is_some_and(|h| h.iter().any(|h| h.key == CONTROL_HEADER))
 }
 
+/// Prefix of every citizen's contribution to `mission`.
+fn contribution_prefix(mission: &str) -> String {
+    format!("v/{mission}/")
+}
+
 fn contribution_key(mission: &str, citizen: &str) -> Vec<u8> {
-    format!("v/{mission}/{citizen}").into_bytes()
+    format!("{}{citizen}", contribution_prefix(mission)).into_bytes()
 }
 
 /// Runs projections until `cancel` fires.
@@ -169,7 +174,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         };
         if !current.by_area.is_empty() && current.by_area_month.is_empty() {
             // Saved before the area x month breakdown existed: rebuild it.
-            let prefix = format!("v/{m}/");
+            let prefix = contribution_prefix(m);
             let mut contributions = Vec::new();
             for (_, v) in store.scan(prefix.as_bytes(), None)? {
                 contributions.push(serde_json::from_slice::<Contribution>(&v)?);
@@ -369,7 +374,7 @@ impl ViewConsumer {
         let p = m.partition();
         match control.kind {
             ControlKind::Reset => {
-                let prefix = format!("v/{}/", control.mission);
+                let prefix = contribution_prefix(&control.mission);
                 let mut dropped = 0u64;
                 for (k, v) in self.store.scan(prefix.as_bytes(), None)? {
                     let c: Contribution = serde_json::from_slice(&v)?;
