@@ -18,10 +18,33 @@ BOARD_TOKEN = "python-test-board-token"
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
+def _ports():
+    """Loopback ports below the kernel's ephemeral range: a port from
+    bind(0) may be taken by any outgoing connection before the service
+    binds it, these never are."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    span = max(low - 10000, 1000)
+    start = (os.getpid() * 7919) % span
+    for n in range(span):
+        yield 10000 + (start + n) % span
+
+
+_spare = _ports()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in _spare:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no spare loopback port below the ephemeral range")
 
 
 def wait_ready(url, proc, log):

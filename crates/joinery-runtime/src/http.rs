@@ -95,3 +95,69 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// The first of `count` consecutive loopback ports that nothing listens on,
+/// for a test or benchmark to hand to the services it starts.
+///
+/// `bind("127.0.0.1:0")` is not good enough for that: the port it returns
+/// comes from the kernel's ephemeral range, and between dropping it and the
+/// service binding it, any outgoing connection (a Kafka client's, an HTTP
+/// client's) or another test's `bind(0)` may take it. So the ports come from
+/// below that range (read from `/proc/sys/net/ipv4/ip_local_port_range`,
+/// 32768 when unreadable), where the kernel never hands out ports by itself;
+/// a process-wide counter keeps one process's calls apart, a start derived
+/// from the process id keeps concurrent processes apart, and each port is
+/// checked free before it is returned.
+pub fn spare_loopback_ports(count: u16) -> std::io::Result<u16> {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW).max(1_000);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(u32::from(count), Ordering::Relaxed);
+        let first = LOW + (start + n) % span;
+        if first + u32::from(count) > LOW + span {
+            continue;
+        }
+        let free = (first..first + u32::from(count))
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok());
+        if free {
+            return Ok(first as u16);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no spare loopback port below the ephemeral range",
+    ))
+}
+
+/// A loopback address nothing listens on, outside the kernel's ephemeral
+/// range: see [`spare_loopback_ports`].
+pub fn spare_loopback_addr() -> std::io::Result<SocketAddr> {
+    Ok(SocketAddr::from(([127, 0, 0, 1], spare_loopback_ports(1)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_ports_are_distinct_free_and_outside_the_ephemeral_range() {
+        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let a = spare_loopback_ports(2).unwrap();
+        let b = spare_loopback_addr().unwrap().port();
+        assert!(b < a || b > a + 1, "{a} and its successor, then {b}");
+        for p in [a, a + 1, b] {
+            assert!(p < ephemeral_low, "{p} is in the ephemeral range");
+            std::net::TcpListener::bind(("127.0.0.1", p)).expect("the port is free");
+        }
+    }
+}

@@ -26,7 +26,6 @@
 //! heading.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -80,7 +79,7 @@ struct Args {
 }
 
 fn free_addr() -> Result<String> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+    Ok(joinery_runtime::http::spare_loopback_addr()?.to_string())
 }
 
 fn joinery_binary() -> Result<PathBuf> {

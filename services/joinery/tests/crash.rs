@@ -255,18 +255,7 @@ async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Re
         producer,
     } = Processes::start("crash").await?;
     let records = joinery_loadtests::education_journeys(1500, 7, PSEUDONYM_KEY)?;
-    let proc_addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    );
-    let proj_addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    );
+    let (proc_addr, proj_addr) = (free_addr()?, free_addr()?);
     stack.projections_url = format!("http://{proj_addr}");
     let mut processor = spawn_service(&stack, "processor", &proc_addr)?;
     let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
@@ -298,13 +287,10 @@ async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Re
     stack.shutdown().await
 }
 
+/// An address a restarted service can bind again after a SIGKILL: outside
+/// the ephemeral range, so no outgoing connection takes it meanwhile.
 fn free_addr() -> Result<String> {
-    Ok(format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    ))
+    Ok(common::free_port()?.to_string())
 }
 
 /// Scale out and fail over: two processor instances in one group share the

@@ -50,17 +50,10 @@ impl Drop for Broker {
     }
 }
 
-/// A port whose successor is free too (the controller's).
+/// A port whose successor is free too (the controller's), outside the
+/// ephemeral range so that the broker can bind both again after its outage.
 fn free_port_pair() -> Result<u16> {
-    for _ in 0..50 {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return Ok(p);
-        }
-    }
-    bail!("no free pair of ports")
+    Ok(joinery_runtime::http::spare_loopback_ports(2)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

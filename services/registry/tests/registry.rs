@@ -5,7 +5,7 @@
 
 #![allow(missing_docs)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -36,7 +36,7 @@ fn namespace(test: &str) -> String {
 
 async fn start(kafka: KafkaSettings) -> Result<Instance> {
     joinery_runtime::telemetry::init_tracing();
-    let listen: SocketAddr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let listen: SocketAddr = joinery_runtime::http::spare_loopback_addr()?;
     let cancel = CancellationToken::new();
     let config = joinery_registry::RegistryConfig { listen, kafka };
     let task = tokio::spawn(joinery_registry::run(config, cancel.clone()));

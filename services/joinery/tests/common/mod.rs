@@ -10,7 +10,7 @@
     missing_debug_implementations
 )]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -72,8 +72,10 @@ pub fn missions_dir() -> PathBuf {
         .join("../../missions")
 }
 
-fn free_port() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// A loopback address for a service under test (see
+/// `joinery_runtime::http::spare_loopback_ports` for why not `bind(0)`).
+pub fn free_port() -> Result<SocketAddr> {
+    Ok(joinery_runtime::http::spare_loopback_addr()?)
 }
 
 /// A running service: its cancellation token and task.
