@@ -247,3 +247,102 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
     assert!(replaced["rebuilding"].is_null());
     stack.shutdown().await
 }
+
+/// A view of `citizen` with `version`, framed as the processor frames it.
+fn view(schema_id: u32, citizen: &str, version: i64) -> Vec<u8> {
+    let view = joinery_domain::MissionView {
+        mission: "opportunity".into(),
+        citizen_key: citizen.parse().expect("a citizen key"),
+        version,
+        watermark: version,
+        in_cohort: true,
+        area_code: Some(format!("E0600000{}", version % 10)),
+        cohort_month: Some("2026-01".into()),
+        outcomes: vec![],
+        snapshots: vec![],
+        ingested_at: 0,
+    };
+    let catalog = joinery_wire::Catalog::load();
+    let body = joinery_wire::codec::encode_value(
+        catalog.view_schema(),
+        joinery_wire::codec::view_to_value(&view),
+    )
+    .expect("a view encodes");
+    joinery_wire::framing::frame(schema_id, &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settling_makes_each_citizens_newest_view_its_last_so_compaction_keeps_it() -> Result<()> {
+    let stack = Stack::start("settle").await?;
+    let topic = stack.kafka.topic(&view_topic("opportunity"));
+    let schema_id = joinery_wire::RegistryClient::new(&stack.registry_url)
+        .register(
+            &format!("{topic}-value"),
+            joinery_wire::Catalog::load().view_schema_text(),
+        )
+        .await?;
+    let producer: FutureProducer = stack.kafka.producer("test").create()?;
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let send = |key: &str, payload: Vec<u8>, control: bool| {
+        let producer = producer.clone();
+        let (topic, key) = (topic.clone(), key.to_owned());
+        async move {
+            let mut record = FutureRecord::to(&topic)
+                .partition(0)
+                .key(&key)
+                .payload(&payload);
+            if control {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: CONTROL_HEADER,
+                    value: Some("reset"),
+                }));
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("{e}"))
+                .map(|d| d.offset)
+        }
+    };
+    // Before the reset: A's newest view of all, which the reset voids.
+    send(&a, view(schema_id, &a, 90), false).await?;
+    let control = Control {
+        kind: ControlKind::Reset,
+        mission: "opportunity".into(),
+        rebuild: "opportunity-test".into(),
+        partitions: 3,
+        started_at: 0,
+    };
+    let reset = send(&String::from_utf8(control.key())?, control.to_bytes(), true).await?;
+    // The live processor's newer view of A lands before the rebuild's older
+    // one; C's comes after the rebuild's; B has only the rebuild's.
+    send(&a, view(schema_id, &a, 50), false).await?;
+    send(&c, view(schema_id, &c, 40), false).await?;
+    send(&a, view(schema_id, &a, 30), false).await?;
+    send(&b, view(schema_id, &b, 20), false).await?;
+    send(&c, view(schema_id, &c, 60), false).await?;
+
+    let from = [(0, reset + 1)].into_iter().collect();
+    let settled =
+        joinery_processor::settle_views(&stack.kafka, &stack.registry_url, &topic, &from).await?;
+    assert_eq!(settled, 1, "only A's newest view is republished");
+
+    // What compaction keeps of each citizen after the reset: the last record.
+    let records = read_topic(&stack.kafka, &topic)?;
+    let last = |key: &str| {
+        records
+            .iter()
+            .rev()
+            .find(|r| r.partition == 0 && r.offset > reset && r.key == key.as_bytes())
+            .map(|r| r.value.clone())
+    };
+    assert_eq!(last(&a), Some(view(schema_id, &a, 50)), "A: the live view");
+    assert_eq!(last(&b), Some(view(schema_id, &b, 20)));
+    assert_eq!(last(&c), Some(view(schema_id, &c, 60)));
+
+    // Settled views need nothing more.
+    let again =
+        joinery_processor::settle_views(&stack.kafka, &stack.registry_url, &topic, &from).await?;
+    assert_eq!(again, 0);
+    stack.shutdown().await
+}

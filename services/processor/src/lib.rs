@@ -22,9 +22,11 @@
 
 mod outbox;
 mod rebuild;
+mod settle;
 mod state;
 
 pub use rebuild::rebuild;
+pub use settle::settle_views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -11,8 +11,13 @@
 //!    topic to where it ended when the rebuild started, publishing each
 //!    citizen's views with log-derived versions (a citizen's final view has
 //!    the version the live processor gives it, whatever the batches).
-//! 3. Once every view is acknowledged, a **complete** control record goes
-//!    to every partition, and projections clear the mark.
+//! 3. Once every view is acknowledged, the views since the reset are
+//!    settled: any citizen the live processor updated during the rebuild,
+//!    whose newer view the rebuild's older one now follows, is given its
+//!    newest view again, so that compaction keeps the newest (see
+//!    [`crate::settle_views`]).
+//! 4. Then a **complete** control record goes to every partition, and
+//!    projections clear the mark.
 //!
 //! With unchanged definitions the figures come back identical; with
 //! changed ones (a new outcome, a snapshot, another window) they are those
@@ -29,7 +34,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::{processor_topics, run, ProcessorConfig};
+use crate::{processor_topics, run, settle_views, ProcessorConfig};
 
 /// Rebuilds `config.only_mission` (required) and returns the rebuild's id.
 /// Fails, leaving the mission marked as being rebuilt, when cancelled or
@@ -80,9 +85,10 @@ pub async fn rebuild(
     let id = control(ControlKind::Reset).rebuild;
     let producer: FutureProducer = config.kafka.producer("joinery-rebuild").create()?;
 
-    mark(&producer, &topic, &control(ControlKind::Reset)).await?;
+    let resets = mark(&producer, &topic, &control(ControlKind::Reset)).await?;
     tracing::info!(rebuild = %id, %topic, partitions, "reset marked: readers drop the mission's earlier views and show it as being rebuilt");
 
+    let (kafka, registry_url) = (config.kafka.clone(), config.registry_url.clone());
     config.stop_at_end = true;
     // The processor stops its own token when it has caught up; only the
     // caller's token says the rebuild was interrupted.
@@ -92,13 +98,22 @@ pub async fn rebuild(
             "rebuild {id} was stopped before it caught up: the mission stays marked as being rebuilt, with partial figures; run `joinery rebuild {mission}` again"
         );
     }
+    let from = resets.into_iter().map(|(p, o)| (p, o + 1)).collect();
+    let republished = settle_views(&kafka, &registry_url, &topic, &from).await?;
+    tracing::info!(rebuild = %id, republished, "views settled: each citizen's newest view is its last record");
     mark(&producer, &topic, &control(ControlKind::Complete)).await?;
     tracing::info!(rebuild = %id, "rebuild complete: every view published and acknowledged");
     Ok(id)
 }
 
-/// Writes `control` to every partition of `topic` and waits for each acknowledgement.
-async fn mark(producer: &FutureProducer, topic: &str, control: &Control) -> anyhow::Result<()> {
+/// Writes `control` to every partition of `topic`, waits for each
+/// acknowledgement and returns where each landed (partition, offset).
+async fn mark(
+    producer: &FutureProducer,
+    topic: &str,
+    control: &Control,
+) -> anyhow::Result<Vec<(i32, i64)>> {
+    let mut landed = Vec::with_capacity(control.partitions as usize);
     let key = control.key();
     let value = control.to_bytes();
     for p in 0..control.partitions {
@@ -110,7 +125,7 @@ async fn mark(producer: &FutureProducer, topic: &str, control: &Control) -> anyh
                 key: CONTROL_HEADER,
                 value: Some(control.kind.as_str()),
             }));
-        producer
+        let delivery = producer
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| {
@@ -119,6 +134,7 @@ async fn mark(producer: &FutureProducer, topic: &str, control: &Control) -> anyh
                     control.kind.as_str()
                 )
             })?;
+        landed.push((delivery.partition, delivery.offset));
     }
-    Ok(())
+    Ok(landed)
 }

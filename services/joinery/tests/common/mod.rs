@@ -402,6 +402,7 @@ pub fn education_exited(event_id: &str, nino: &str, date: &str) -> serde_json::V
 /// A record read back: key, value and headers.
 pub struct Record {
     pub partition: i32,
+    pub offset: i64,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
@@ -454,6 +455,7 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
                 .unwrap_or_default();
             out.push(Record {
                 partition: m.partition(),
+                offset: m.offset(),
                 key: m.key().unwrap_or_default().to_vec(),
                 value: m.payload().unwrap_or_default().to_vec(),
                 headers,
