@@ -164,7 +164,7 @@ enum Command {
         #[arg(long, env = "JOINERY_PROCESSOR_WORKERS")]
         workers: Option<usize>,
         /// Most records per batch (one RocksDB write per worker, one produce round).
-        #[arg(long, env = "JOINERY_PROCESSOR_MAX_BATCH", default_value_t = 20_000)]
+        #[arg(long, env = "JOINERY_PROCESSOR_MAX_BATCH", default_value_t = 40_000)]
         max_batch: usize,
     },
     /// Projections, metrics API and mission board (default :8088).

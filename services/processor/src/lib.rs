@@ -106,7 +106,7 @@ impl ProcessorConfig {
             data_dir,
             group: "joinery-processor".into(),
             allowed_lateness: 7 * DAY_MS,
-            max_batch: 20_000,
+            max_batch: 40_000,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             missions_dir: PathBuf::from("missions"),
             store: StoreOptions::default(),
