@@ -18,7 +18,7 @@ pub mod disclosure;
 mod api;
 mod board;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -146,12 +146,54 @@ fn is_control(m: &BorrowedMessage<'_>) -> bool {
 }
 
 /// Prefix of every citizen's contribution to `mission`.
+/// The first key after every key that starts with `prefix` (whose last
+/// byte, here always `/`, is below 0xff).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    *end.last_mut().expect("a non-empty prefix") += 1;
+    end
+}
+
+/// `v/<mission>/`: every contribution of a mission.
 fn contribution_prefix(mission: &str) -> String {
     format!("v/{mission}/")
 }
 
-fn contribution_key(mission: &str, citizen: &str) -> Vec<u8> {
-    format!("{}{citizen}", contribution_prefix(mission)).into_bytes()
+/// `v/<mission>/p<partition>/`: the contributions taken from one partition
+/// of the mission's view topic (`p-1` for those saved before contributions
+/// kept their partition), so that a rebuild's reset of a partition reads
+/// only that partition's.
+fn partition_prefix(mission: &str, partition: Option<i32>) -> String {
+    format!(
+        "{}p{}/",
+        contribution_prefix(mission),
+        partition.unwrap_or(-1)
+    )
+}
+
+fn contribution_key(mission: &str, partition: Option<i32>, citizen: &str) -> Vec<u8> {
+    format!("{}{citizen}", partition_prefix(mission, partition)).into_bytes()
+}
+
+/// Moves the contributions an earlier version saved as
+/// `v/<mission>/<citizen>` under their partition's prefix, once; returns how
+/// many it moved. (Citizen keys are lowercase hex, so all such keys sort
+/// before `v/<mission>/p`.)
+fn migrate_contribution_keys(store: &Store, mission: &str) -> anyhow::Result<usize> {
+    let prefix = contribution_prefix(mission);
+    let old = store.scan_range(prefix.as_bytes(), format!("{prefix}p").as_bytes())?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let mut batch = store.batch();
+    for (k, v) in &old {
+        let c: Contribution = serde_json::from_slice(v)?;
+        let citizen = std::str::from_utf8(&k[prefix.len()..])?;
+        batch.put(contribution_key(mission, c.partition, citizen), v);
+        batch.delete(k);
+    }
+    store.write(batch)?;
+    Ok(old.len())
 }
 
 /// Runs projections until `cancel` fires.
@@ -167,7 +209,19 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     let store = Arc::new(Store::open(&config.data_dir, &StoreOptions::default())?);
     let metrics = Metrics::new(&telemetry);
     let mut restored = HashMap::new();
+    let mut unpartitioned = HashSet::new();
     for m in &missions {
+        let moved = migrate_contribution_keys(&store, m)?;
+        if moved > 0 {
+            tracing::info!(mission = %m, contributions = moved, "contributions moved under their partition's prefix");
+        }
+        let none = partition_prefix(m, None);
+        if !store
+            .scan_range(none.as_bytes(), &prefix_end(none.as_bytes()))?
+            .is_empty()
+        {
+            unpartitioned.insert(m.clone());
+        }
         let mut current: MissionMetrics = match store.get(format!("{METRICS_PREFIX}{m}"))? {
             Some(b) => serde_json::from_slice(&b)?,
             None => MissionMetrics::default(),
@@ -227,6 +281,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     let consumer_loop = ViewConsumer {
         consumer,
         store,
+        unpartitioned,
         shared: Arc::clone(&shared),
         metrics,
         registry: RegistryClient::new(&config.registry_url),
@@ -281,6 +336,10 @@ async fn wait_for_topics(
 struct ViewConsumer {
     consumer: StreamConsumer<StoredOffsetsContext>,
     store: Arc<Store>,
+    /// Missions with contributions saved before contributions kept their
+    /// partition (under `p-1`): a view of such a mission must also look
+    /// there for the citizen's earlier contribution.
+    unpartitioned: HashSet<String>,
     shared: Arc<Shared>,
     metrics: Metrics,
     registry: RegistryClient,
@@ -374,11 +433,14 @@ impl ViewConsumer {
         let p = m.partition();
         match control.kind {
             ControlKind::Reset => {
-                let prefix = contribution_prefix(&control.mission);
                 let mut dropped = 0u64;
-                for (k, v) in self.store.scan(prefix.as_bytes(), None)? {
-                    let c: Contribution = serde_json::from_slice(&v)?;
-                    if c.partition.is_none_or(|cp| cp == p) {
+                for partition in [Some(p), None] {
+                    let prefix = partition_prefix(&control.mission, partition);
+                    for (k, v) in self
+                        .store
+                        .scan_range(prefix.as_bytes(), &prefix_end(prefix.as_bytes()))?
+                    {
+                        let c: Contribution = serde_json::from_slice(&v)?;
                         mission.withdraw(&c);
                         batch.delete(&k);
                         dropped += 1;
@@ -445,8 +507,9 @@ impl ViewConsumer {
             let Some(mission) = working.get_mut(&view.mission) else {
                 continue;
             };
-            let key = contribution_key(&view.mission, view.citizen_key.as_str());
-            let old = match contributions.get(&key) {
+            let citizen = view.citizen_key.as_str();
+            let key = contribution_key(&view.mission, Some(m.partition()), citizen);
+            let mut old = match contributions.get(&key) {
                 Some(c) => Some(c.clone()),
                 None => self
                     .store
@@ -454,6 +517,18 @@ impl ViewConsumer {
                     .map(|b| serde_json::from_slice::<Contribution>(&b))
                     .transpose()?,
             };
+            if old.is_none() && self.unpartitioned.contains(&view.mission) {
+                // Saved before contributions kept their partition: the
+                // citizen's contribution moves to its partition's key.
+                let legacy = contribution_key(&view.mission, None, citizen);
+                if let Some(b) = self.store.get(&legacy)? {
+                    let c: Contribution = serde_json::from_slice(&b)?;
+                    batch.delete(&legacy);
+                    batch.put(&key, &b);
+                    contributions.insert(key.clone(), c.clone());
+                    old = Some(c);
+                }
+            }
             let new = Contribution {
                 partition: Some(m.partition()),
                 ..Contribution::from(&view)
@@ -499,5 +574,85 @@ impl ViewConsumer {
         }
         *self.shared.metrics.write().expect("lock") = working;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contribution(partition: Option<i32>, version: i64) -> Vec<u8> {
+        serde_json::to_vec(&Contribution {
+            version,
+            in_cohort: true,
+            area_code: Some("E08000025".into()),
+            cohort_month: Some("2026-01".into()),
+            outcomes: vec![],
+            snapshots: vec![],
+            partition,
+        })
+        .expect("serialises")
+    }
+
+    #[test]
+    fn contributions_saved_without_their_partition_move_under_it_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("opens");
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let mut batch = store.batch();
+        // As an earlier version saved them: no partition in the key, and
+        // for `b` none in the contribution either.
+        batch.put(format!("v/opportunity/{a}"), contribution(Some(2), 5));
+        batch.put(format!("v/opportunity/{b}"), contribution(None, 6));
+        batch.put(format!("v/safer_streets/{a}"), contribution(Some(2), 7));
+        batch.put(
+            contribution_key("opportunity", Some(0), &c),
+            contribution(Some(0), 8),
+        );
+        store.write(batch).expect("writes");
+
+        assert_eq!(
+            migrate_contribution_keys(&store, "opportunity").expect("migrates"),
+            2
+        );
+        let get = |k: Vec<u8>| store.get(k).expect("reads");
+        assert_eq!(
+            get(contribution_key("opportunity", Some(2), &a)),
+            Some(contribution(Some(2), 5))
+        );
+        assert_eq!(
+            get(contribution_key("opportunity", None, &b)),
+            Some(contribution(None, 6))
+        );
+        assert_eq!(get(format!("v/opportunity/{a}").into_bytes()), None);
+        assert_eq!(get(format!("v/opportunity/{b}").into_bytes()), None);
+        assert_eq!(
+            get(contribution_key("opportunity", Some(0), &c)),
+            Some(contribution(Some(0), 8))
+        );
+        assert_eq!(
+            get(format!("v/safer_streets/{a}").into_bytes()),
+            Some(contribution(Some(2), 7)),
+            "another mission's are its own to move"
+        );
+        assert_eq!(
+            migrate_contribution_keys(&store, "opportunity").expect("migrates"),
+            0
+        );
+    }
+
+    #[test]
+    fn a_partitions_prefix_holds_its_contributions_and_no_other_partitions() {
+        let c = "c".repeat(64);
+        let one = partition_prefix("opportunity", Some(1));
+        let end = prefix_end(one.as_bytes());
+        let inside = |k: &[u8]| k >= one.as_bytes() && k < end.as_slice();
+        assert!(inside(&contribution_key("opportunity", Some(1), &c)));
+        for other in [Some(0), Some(10), Some(11), Some(2), None] {
+            assert!(
+                !inside(&contribution_key("opportunity", other, &c)),
+                "{other:?}"
+            );
+        }
     }
 }
