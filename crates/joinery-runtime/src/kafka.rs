@@ -144,6 +144,36 @@ pub async fn retry_transient<T>(
     }
 }
 
+/// How long a record of a compacted topic stays before compaction may drop
+/// it for a newer one of its key (one day), set when Joinery creates the
+/// topic. A rebuild relies on it: it reads back the live views published
+/// while it ran, which compaction must not have dropped yet (see
+/// `joinery_processor::settle_views`).
+pub const MIN_COMPACTION_LAG_MS: &str = "86400000";
+
+/// The `min.compaction.lag.ms` of `topic`, in milliseconds (0, Kafka's
+/// default, when not set).
+pub async fn min_compaction_lag_ms(settings: &KafkaSettings, topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = settings.client("joinery-admin").create()?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
+        .await?;
+    let resource = described
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no configuration returned for topic {topic}"))?
+        .map_err(|code| {
+            anyhow::anyhow!("cannot read the configuration of topic {topic}: {code}")
+        })?;
+    Ok(resource
+        .get("min.compaction.lag.ms")
+        .and_then(|e| e.value.as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
 /// Creates the topics that do not exist yet and checks that existing ones
 /// have the expected partition count (a mismatch would break co-partitioning).
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> anyhow::Result<()> {
@@ -158,6 +188,7 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
             );
             if t.compacted {
                 nt.set("cleanup.policy", "compact")
+                    .set("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS)
             } else {
                 nt.set("retention.ms", "-1")
             }

@@ -275,6 +275,11 @@ fn view(schema_id: u32, citizen: &str, version: i64) -> Vec<u8> {
 async fn settling_makes_each_citizens_newest_view_its_last_so_compaction_keeps_it() -> Result<()> {
     let stack = Stack::start("settle").await?;
     let topic = stack.kafka.topic(&view_topic("opportunity"));
+    // Compaction must leave the live views a rebuild reads back.
+    assert_eq!(
+        joinery_runtime::kafka::min_compaction_lag_ms(&stack.kafka, &topic).await?,
+        86_400_000
+    );
     let schema_id = joinery_wire::RegistryClient::new(&stack.registry_url)
         .register(
             &format!("{topic}-value"),
@@ -321,10 +326,14 @@ async fn settling_makes_each_citizens_newest_view_its_last_so_compaction_keeps_i
     send(&a, view(schema_id, &a, 30), false).await?;
     send(&b, view(schema_id, &b, 20), false).await?;
     send(&c, view(schema_id, &c, 60), false).await?;
+    // A record that is not a view is left as it is, and settling goes on.
+    send(&"d".repeat(64), b"not a view".to_vec(), false).await?;
 
     let from = [(0, reset + 1)].into_iter().collect();
+    let started = chrono::Utc::now().timestamp_millis();
     let settled =
-        joinery_processor::settle_views(&stack.kafka, &stack.registry_url, &topic, &from).await?;
+        joinery_processor::settle_views(&stack.kafka, &stack.registry_url, &topic, &from, started)
+            .await?;
     assert_eq!(settled, 1, "only A's newest view is republished");
 
     // What compaction keeps of each citizen after the reset: the last record.
@@ -342,7 +351,8 @@ async fn settling_makes_each_citizens_newest_view_its_last_so_compaction_keeps_i
 
     // Settled views need nothing more.
     let again =
-        joinery_processor::settle_views(&stack.kafka, &stack.registry_url, &topic, &from).await?;
+        joinery_processor::settle_views(&stack.kafka, &stack.registry_url, &topic, &from, started)
+            .await?;
     assert_eq!(again, 0);
     stack.shutdown().await
 }

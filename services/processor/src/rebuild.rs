@@ -99,7 +99,14 @@ pub async fn rebuild(
         );
     }
     let from = resets.into_iter().map(|(p, o)| (p, o + 1)).collect();
-    let republished = settle_views(&kafka, &registry_url, &topic, &from).await?;
+    let republished = settle_views(
+        &kafka,
+        &registry_url,
+        &topic,
+        &from,
+        started_at.timestamp_millis(),
+    )
+    .await?;
     tracing::info!(rebuild = %id, republished, "views settled: each citizen's newest view is its last record");
     mark(&producer, &topic, &control(ControlKind::Complete)).await?;
     tracing::info!(rebuild = %id, "rebuild complete: every view published and acknowledged");

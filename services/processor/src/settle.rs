@@ -14,14 +14,19 @@
 //! live processor may publish during this pass too, so it is repeated over
 //! what arrived meanwhile (our copies included) until nothing is out of
 //! order.
+//!
+//! This needs the live views published during the rebuild to be still in
+//! the topic: Joinery creates view topics with `min.compaction.lag.ms` of a
+//! day ([`joinery_runtime::kafka::MIN_COMPACTION_LAG_MS`]), and the pass
+//! warns when a topic's lag is shorter than the rebuild took.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use apache_avro::Schema;
-use joinery_runtime::kafka::KafkaSettings;
+use joinery_runtime::kafka::{min_compaction_lag_ms, KafkaSettings};
 use joinery_wire::codec::{decode_value, view_from_value};
 use joinery_wire::control::CONTROL_HEADER;
 use joinery_wire::framing::unframe;
@@ -37,6 +42,10 @@ use rustc_hash::FxHashMap;
 /// live traffic).
 const MAX_PASSES: usize = 10;
 
+/// How long a read may go without reaching any record of a range before
+/// the settle fails (a broker restart or leader election takes less).
+const STALL: Duration = Duration::from_secs(60);
+
 /// What the pass knows of one citizen's records since the reset.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
@@ -49,13 +58,28 @@ struct Seen {
 
 /// Makes each citizen's highest-versioned view since `from` (each
 /// partition's first offset after the reset) its last record in `topic`;
-/// returns how many views it republished.
+/// returns how many views it republished. `started_at` (ms since the
+/// epoch) is when the rebuild began, to check that compaction cannot have
+/// dropped a view published since.
 pub async fn settle_views(
     kafka: &KafkaSettings,
     registry_url: &str,
     topic: &str,
     from: &BTreeMap<i32, i64>,
+    started_at: i64,
 ) -> anyhow::Result<u64> {
+    let lag = min_compaction_lag_ms(kafka, topic).await?;
+    let took = chrono::Utc::now().timestamp_millis() - started_at;
+    if lag < took {
+        tracing::warn!(
+            topic,
+            min_compaction_lag_ms = lag,
+            rebuild_ms = took,
+            "the topic may have compacted away live views published during the rebuild, so a reader starting from its beginning may see an older view of those citizens until they change again; set min.compaction.lag.ms={} on it (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config min.compaction.lag.ms={})",
+            joinery_runtime::kafka::MIN_COMPACTION_LAG_MS,
+            joinery_runtime::kafka::MIN_COMPACTION_LAG_MS
+        );
+    }
     let reader = Reader {
         consumer: kafka
             .consumer("joinery-rebuild-settle", "joinery-rebuild-settle")
@@ -72,9 +96,10 @@ pub async fn settle_views(
     for pass in 1..=MAX_PASSES {
         let ends = reader.ends(position.keys().copied()).await?;
         reader
-            .scan(&position, &ends, |p, m| {
-                let Some(key) = m.key() else { return Ok(()) };
-                let version = reader.version(m)?;
+            .scan(&position, &ends, |p, m, version| {
+                let (Some(key), Some(version)) = (m.key(), version) else {
+                    return;
+                };
                 let at = (p, m.offset());
                 seen.entry(key.to_vec())
                     .and_modify(|s| {
@@ -89,7 +114,6 @@ pub async fn settle_views(
                         best_at: at,
                         last: version,
                     });
-                Ok(())
             })
             .await?;
         position = ends;
@@ -116,7 +140,7 @@ pub async fn settle_views(
             .map(|(p, offsets)| (*p, offsets.last().expect("non-empty") + 1))
             .collect();
         reader
-            .scan(&starts, &stops, |p, m| {
+            .scan(&starts, &stops, |p, m, _| {
                 if wanted.get(&p).is_some_and(|o| o.contains(&m.offset())) {
                     records.push((
                         p,
@@ -124,9 +148,14 @@ pub async fn settle_views(
                         m.payload().unwrap_or_default().to_vec(),
                     ));
                 }
-                Ok(())
             })
             .await?;
+        if records.len() != count {
+            anyhow::bail!(
+                "read back {} of the {count} views to republish in {topic}; run the rebuild again",
+                records.len()
+            );
+        }
         let mut acks = Vec::with_capacity(records.len());
         for (p, key, payload) in &records {
             let record = FutureRecord::to(topic)
@@ -151,7 +180,7 @@ pub async fn settle_views(
 struct Reader<'a> {
     consumer: StreamConsumer,
     registry: RegistryClient,
-    /// Writer schemas met so far, by id (fetched before a record is handed on).
+    /// Writer schemas met so far, by id.
     schemas: Mutex<FxHashMap<u32, Arc<Schema>>>,
     catalog: Catalog,
     topic: &'a str,
@@ -175,12 +204,16 @@ impl Reader<'_> {
     }
 
     /// Calls `f` on every view record (control records skipped) of each
-    /// partition from `from` up to `to` (exclusive).
+    /// partition from `from` up to `to` (exclusive), with its version
+    /// (`None`, after a warning, for a record that does not decode as a
+    /// view). Fails when no record of an unfinished range arrives for
+    /// [`STALL`]: the producers are not transactional, so no range ends in
+    /// a gap, and a record compacted away has a newer one of its key after it.
     async fn scan(
         &self,
         from: &BTreeMap<i32, i64>,
         to: &BTreeMap<i32, i64>,
-        mut f: impl FnMut(i32, &BorrowedMessage<'_>) -> anyhow::Result<()>,
+        mut f: impl FnMut(i32, &BorrowedMessage<'_>, Option<i64>),
     ) -> anyhow::Result<()> {
         // Partition -> (first offset, end) still to read.
         let mut open: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
@@ -196,22 +229,23 @@ impl Reader<'_> {
             return Ok(());
         }
         self.consumer.assign(&tpl)?;
-        let mut quiet = 0;
+        // A partition paused when an earlier scan finished it reads again.
+        self.consumer.resume(&tpl)?;
+        let mut progress = Instant::now();
         while !open.is_empty() {
-            let m = match tokio::time::timeout(Duration::from_secs(2), self.consumer.recv()).await {
-                Ok(m) => m?,
-                Err(_) => {
-                    // Nothing to read for a while: the rest of a range was
-                    // compacted away (or ends in records no reader sees).
-                    quiet += 1;
-                    if quiet >= 3 {
-                        tracing::warn!(topic = self.topic, partitions = ?open.keys().collect::<Vec<_>>(), "no more records before the end offsets; taking the ranges as read");
-                        open.clear();
-                    }
-                    continue;
-                }
+            if progress.elapsed() > STALL {
+                anyhow::bail!(
+                    "no record of {} arrived for {} s while reading partitions {:?} (from, end); run the rebuild again",
+                    self.topic,
+                    STALL.as_secs(),
+                    open
+                );
+            }
+            let Ok(m) = tokio::time::timeout(Duration::from_secs(1), self.consumer.recv()).await
+            else {
+                continue;
             };
-            quiet = 0;
+            let m = m?;
             let p = m.partition();
             let Some(&(start, end)) = open.get(&p) else {
                 continue;
@@ -220,43 +254,63 @@ impl Reader<'_> {
                 // Fetched for an earlier assignment.
                 continue;
             }
-            if m.offset() >= end {
-                open.remove(&p);
-                continue;
-            }
-            let control = m
-                .headers()
-                .is_some_and(|h| h.iter().any(|h| h.key == CONTROL_HEADER));
-            if !control {
-                self.fetch_schema(&m).await?;
-                f(p, &m)?;
+            progress = Instant::now();
+            if m.offset() < end {
+                let control = m
+                    .headers()
+                    .is_some_and(|h| h.iter().any(|h| h.key == CONTROL_HEADER));
+                if !control {
+                    let version = self.version(&m).await;
+                    f(p, &m, version);
+                }
             }
             if m.offset() + 1 >= end {
                 open.remove(&p);
+                // Stop fetching the live traffic after the range.
+                let mut done = TopicPartitionList::new();
+                done.add_partition(self.topic, p);
+                self.consumer.pause(&done)?;
             }
         }
         self.consumer.unassign()?;
         Ok(())
     }
 
-    /// Fetches the writer schema of a view record, the first time its id is met.
-    async fn fetch_schema(&self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
-        let (id, _) = unframe(m.payload().unwrap_or_default())?;
-        if !self.schemas.lock().expect("lock").contains_key(&id) {
-            let schema = self
-                .registry
-                .schema(id)
-                .await
-                .with_context(|| format!("the schema of a view in {}", self.topic))?;
-            self.schemas.lock().expect("lock").insert(id, schema);
+    /// The version of a view record; `None` (with a warning) when it does
+    /// not decode. Waits out a registry that is briefly unreachable.
+    async fn version(&self, m: &BorrowedMessage<'_>) -> Option<i64> {
+        match self.decode_version(m).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(topic = self.topic, partition = m.partition(), offset = m.offset(), error = %e, "undecodable view left as it is");
+                None
+            }
         }
-        Ok(())
     }
 
-    /// The version of a view record whose schema [`Reader::scan`] fetched.
-    fn version(&self, m: &BorrowedMessage<'_>) -> anyhow::Result<i64> {
+    async fn decode_version(&self, m: &BorrowedMessage<'_>) -> anyhow::Result<i64> {
         let (id, body) = unframe(m.payload().unwrap_or_default())?;
-        let writer = self.schemas.lock().expect("lock")[&id].clone();
+        let known = self.schemas.lock().expect("lock").get(&id).cloned();
+        let writer = match known {
+            Some(w) => w,
+            None => {
+                let deadline = Instant::now() + STALL;
+                let schema = loop {
+                    match self.registry.schema(id).await {
+                        Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                            tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        other => break other,
+                    }
+                }?;
+                self.schemas
+                    .lock()
+                    .expect("lock")
+                    .insert(id, schema.clone());
+                schema
+            }
+        };
         Ok(view_from_value(decode_value(&writer, self.catalog.view_schema(), body)?)?.version)
     }
 }
