@@ -19,18 +19,25 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
 def _ports():
-    """Loopback ports below the kernel's ephemeral range: a port from
-    bind(0) may be taken by any outgoing connection before the service
-    binds it, these never are."""
+    """Loopback ports outside the kernel's ephemeral range (below it, or
+    above it when that leaves more room), as joinery_runtime's
+    spare_loopback_ports: a port from bind(0) may be taken by any outgoing
+    connection before the service binds it, these never are."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    span = max(low - 10000, 1000)
+            first, last = (int(p) for p in f.read().split()[:2])
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    below, above = max(first - 10000, 0), max(65535 - last, 0)
+    if below >= above and below >= 100:
+        low, span = 10000, below
+    elif above >= 100:
+        low, span = last + 1, above
+    else:
+        low, span = 64535, 1000
     start = (os.getpid() * 7919) % span
     for n in range(span):
-        yield 10000 + (start + n) % span
+        yield low + (start + n) % span
 
 
 _spare = _ports()

@@ -103,25 +103,20 @@ pub async fn serve(
 /// comes from the kernel's ephemeral range, and between dropping it and the
 /// service binding it, any outgoing connection (a Kafka client's, an HTTP
 /// client's) or another test's `bind(0)` may take it. So the ports come from
-/// below that range (read from `/proc/sys/net/ipv4/ip_local_port_range`,
-/// 32768 when unreadable), where the kernel never hands out ports by itself;
-/// a process-wide counter keeps one process's calls apart, a start derived
-/// from the process id keeps concurrent processes apart, and each port is
-/// checked free before it is returned.
+/// outside that range (read from `/proc/sys/net/ipv4/ip_local_port_range`,
+/// 32768–60999 when unreadable): from 10000 up to it, or from above it when
+/// that leaves more room; the kernel never hands out those ports by itself. A process-wide counter keeps one process's calls apart, a start
+/// derived from the process id spreads concurrent processes apart, and each
+/// port is checked free before it is returned.
 pub fn spare_loopback_ports(count: u16) -> std::io::Result<u16> {
     use std::sync::atomic::AtomicU32;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 10_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral_low.saturating_sub(LOW).max(1_000);
+    let (low, span) = spare_port_window(ephemeral_range());
     let start = std::process::id().wrapping_mul(7_919) % span;
     for _ in 0..span {
         let n = NEXT.fetch_add(u32::from(count), Ordering::Relaxed);
-        let first = LOW + (start + n) % span;
-        if first + u32::from(count) > LOW + span {
+        let first = low + (start + n) % span;
+        if first + u32::from(count) > low + span {
             continue;
         }
         let free = (first..first + u32::from(count))
@@ -136,6 +131,33 @@ pub fn spare_loopback_ports(count: u16) -> std::io::Result<u16> {
     ))
 }
 
+/// The kernel's ephemeral port range (first, last).
+fn ephemeral_range() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// The ports (first, count) [`spare_loopback_ports`] draws from, outside
+/// the ephemeral range `(first, last)`.
+fn spare_port_window((first, last): (u32, u32)) -> (u32, u32) {
+    const LOW: u32 = 10_000;
+    let below = first.saturating_sub(LOW);
+    let above = 65_535u32.saturating_sub(last);
+    if below >= above && below >= 100 {
+        (LOW, below)
+    } else if above >= 100 {
+        (last + 1, above)
+    } else {
+        // No room outside the range: the top 1000 ports, checked free.
+        (64_535, 1_000)
+    }
+}
+
 /// A loopback address nothing listens on, outside the kernel's ephemeral
 /// range: see [`spare_loopback_ports`].
 pub fn spare_loopback_addr() -> std::io::Result<SocketAddr> {
@@ -148,16 +170,35 @@ mod tests {
 
     #[test]
     fn spare_ports_are_distinct_free_and_outside_the_ephemeral_range() {
-        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768);
+        let (first, last) = ephemeral_range();
         let a = spare_loopback_ports(2).unwrap();
         let b = spare_loopback_addr().unwrap().port();
         assert!(b < a || b > a + 1, "{a} and its successor, then {b}");
         for p in [a, a + 1, b] {
-            assert!(p < ephemeral_low, "{p} is in the ephemeral range");
+            if first >= 10_100 || last <= 65_435 {
+                let p = u32::from(p);
+                assert!(p < first || p > last, "{p} is in the ephemeral range");
+            }
             std::net::TcpListener::bind(("127.0.0.1", p)).expect("the port is free");
+        }
+    }
+
+    #[test]
+    fn the_spare_window_lies_outside_any_ephemeral_range_that_leaves_room() {
+        for range in [
+            (32_768, 60_999),
+            (1_024, 65_000),
+            (11_000, 65_535),
+            (15_000, 20_000),
+        ] {
+            let (low, span) = spare_port_window(range);
+            let high = low + span - 1;
+            assert!(high <= 65_535, "{range:?}");
+            assert!(
+                high < range.0 || low > range.1,
+                "{range:?} gives {low}..={high}"
+            );
+            assert!(span >= 535, "{range:?}");
         }
     }
 }

@@ -263,6 +263,16 @@ impl Store {
     /// Every (key, value) with `from <= key < to`, in key order. The upper
     /// bound is given to RocksDB, so deleted keys past it are never visited.
     pub fn scan_range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.scan_range_limit(from, to, usize::MAX)
+    }
+
+    /// The first `limit` (key, value) with `from <= key < to`, in key order.
+    pub fn scan_range_limit(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_iterate_lower_bound(from.to_vec());
         opts.set_iterate_upper_bound(to.to_vec());
@@ -270,6 +280,7 @@ impl Store {
         for item in self
             .db
             .iterator_opt(IteratorMode::From(from, Direction::Forward), opts)
+            .take(limit)
         {
             let (k, v) = item.map_err(|e| self.err(e))?;
             out.push((k.into_vec(), v.into_vec()));
@@ -354,5 +365,8 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(range, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
+        let first = s.scan_range_limit(b"a/", b"b/", 2).expect("range");
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].0, b"a/1".to_vec());
     }
 }

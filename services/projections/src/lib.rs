@@ -145,7 +145,6 @@ fn is_control(m: &BorrowedMessage<'_>) -> bool {
         .is_some_and(|h| h.iter().any(|h| h.key == CONTROL_HEADER))
 }
 
-/// Prefix of every citizen's contribution to `mission`.
 /// The first key after every key that starts with `prefix` (whose last
 /// byte, here always `/`, is below 0xff).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -181,19 +180,24 @@ fn contribution_key(mission: &str, partition: Option<i32>, citizen: &str) -> Vec
 /// before `v/<mission>/p`.)
 fn migrate_contribution_keys(store: &Store, mission: &str) -> anyhow::Result<usize> {
     let prefix = contribution_prefix(mission);
-    let old = store.scan_range(prefix.as_bytes(), format!("{prefix}p").as_bytes())?;
-    if old.is_empty() {
-        return Ok(0);
+    let end = format!("{prefix}p");
+    let mut moved = 0;
+    loop {
+        // In chunks, each written (moved keys deleted) before the next read.
+        let old = store.scan_range_limit(prefix.as_bytes(), end.as_bytes(), 10_000)?;
+        if old.is_empty() {
+            return Ok(moved);
+        }
+        let mut batch = store.batch();
+        for (k, v) in &old {
+            let c: Contribution = serde_json::from_slice(v)?;
+            let citizen = std::str::from_utf8(&k[prefix.len()..])?;
+            batch.put(contribution_key(mission, c.partition, citizen), v);
+            batch.delete(k);
+        }
+        store.write(batch)?;
+        moved += old.len();
     }
-    let mut batch = store.batch();
-    for (k, v) in &old {
-        let c: Contribution = serde_json::from_slice(v)?;
-        let citizen = std::str::from_utf8(&k[prefix.len()..])?;
-        batch.put(contribution_key(mission, c.partition, citizen), v);
-        batch.delete(k);
-    }
-    store.write(batch)?;
-    Ok(old.len())
 }
 
 /// Runs projections until `cancel` fires.
@@ -217,7 +221,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         }
         let none = partition_prefix(m, None);
         if !store
-            .scan_range(none.as_bytes(), &prefix_end(none.as_bytes()))?
+            .scan_range_limit(none.as_bytes(), &prefix_end(none.as_bytes()), 1)?
             .is_empty()
         {
             unpartitioned.insert(m.clone());
