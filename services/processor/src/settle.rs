@@ -21,12 +21,10 @@
 //! warns when a topic's lag is shorter than the rebuild took.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use apache_avro::Schema;
-use joinery_runtime::kafka::{min_compaction_lag_ms, KafkaSettings};
+use joinery_runtime::kafka::{min_compaction_lag_ms, retry_transient, KafkaSettings};
 use joinery_wire::codec::{decode_value, view_from_value};
 use joinery_wire::control::CONTROL_HEADER;
 use joinery_wire::framing::unframe;
@@ -85,7 +83,6 @@ pub async fn settle_views(
             .consumer("joinery-rebuild-settle", "joinery-rebuild-settle")
             .create()?,
         registry: RegistryClient::new(registry_url),
-        schemas: Mutex::new(FxHashMap::default()),
         catalog: Catalog::load(),
         topic,
     };
@@ -180,8 +177,6 @@ pub async fn settle_views(
 struct Reader<'a> {
     consumer: StreamConsumer,
     registry: RegistryClient,
-    /// Writer schemas met so far, by id.
-    schemas: Mutex<FxHashMap<u32, Arc<Schema>>>,
     catalog: Catalog,
     topic: &'a str,
 }
@@ -194,10 +189,16 @@ impl Reader<'_> {
     ) -> anyhow::Result<BTreeMap<i32, i64>> {
         let mut ends = BTreeMap::new();
         for p in partitions {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(self.topic, p, Duration::from_secs(10))
-                .with_context(|| format!("reading the end of {} partition {p}", self.topic))?;
+            // As the processor reads its log ends: retrying a broker that
+            // is electing leaders, off the async threads.
+            let (_, high) = retry_transient("view topic end offsets", || {
+                tokio::task::block_in_place(|| {
+                    self.consumer
+                        .fetch_watermarks(self.topic, p, Duration::from_secs(10))
+                })
+            })
+            .await
+            .with_context(|| format!("reading the end of {} partition {p}", self.topic))?;
             ends.insert(p, high);
         }
         Ok(ends)
@@ -290,27 +291,18 @@ impl Reader<'_> {
 
     async fn decode_version(&self, m: &BorrowedMessage<'_>) -> anyhow::Result<i64> {
         let (id, body) = unframe(m.payload().unwrap_or_default())?;
-        let known = self.schemas.lock().expect("lock").get(&id).cloned();
-        let writer = match known {
-            Some(w) => w,
-            None => {
-                let deadline = Instant::now() + STALL;
-                let schema = loop {
-                    match self.registry.schema(id).await {
-                        Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                            tracing::warn!(error = %e, "schema registry unavailable; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        other => break other,
-                    }
-                }?;
-                self.schemas
-                    .lock()
-                    .expect("lock")
-                    .insert(id, schema.clone());
-                schema
+        // The registry client caches schemas: only the first record of a
+        // schema asks the registry.
+        let deadline = Instant::now() + STALL;
+        let writer = loop {
+            match self.registry.schema(id).await {
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => break other,
             }
-        };
+        }?;
         Ok(view_from_value(decode_value(&writer, self.catalog.view_schema(), body)?)?.version)
     }
 }
