@@ -176,13 +176,7 @@ async fn a_calibrated_population_through_the_gateway_gives_exactly_the_expected_
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    let applied = stack
-        .prometheus_sum(
-            &stack.processor_url,
-            "joinery_processor_events_total",
-            &["result=\"applied\""],
-        )
-        .await?;
+    let applied = stack.applied_events().await?;
     assert_eq!(applied as usize, distinct, "re-sent events applied once");
     let neet = &expected.neet["opportunity"].total;
     assert!(

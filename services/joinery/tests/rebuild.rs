@@ -210,13 +210,7 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
     let distinct = distinct_events(&people) as f64;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let applied = stack
-            .prometheus_sum(
-                &stack.processor_url,
-                "joinery_processor_events_total",
-                &["result=\"applied\""],
-            )
-            .await?;
+        let applied = stack.applied_events().await?;
         if applied == distinct {
             break;
         }

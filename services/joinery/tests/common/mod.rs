@@ -330,6 +330,17 @@ impl Stack {
             .await?)
     }
 
+    /// Department events the processor has applied (duplicates not
+    /// counted), as its Prometheus counter says.
+    pub async fn applied_events(&self) -> Result<f64> {
+        self.prometheus_sum(
+            &self.processor_url,
+            "joinery_processor_events_total",
+            &["result=\"applied\""],
+        )
+        .await
+    }
+
     /// The sum of every sample of `metric` at `base` whose labels contain
     /// each of `labels` (e.g. `result="applied"`).
     pub async fn prometheus_sum(&self, base: &str, metric: &str, labels: &[&str]) -> Result<f64> {
