@@ -47,5 +47,5 @@ pub mod evaluate;
 pub mod mission;
 
 pub use citizen::CitizenEvents;
-pub use definition::{load_dir as load_missions, DefinitionError, MissionDef};
+pub use definition::{fingerprint, load_dir as load_missions, DefinitionError, MissionDef};
 pub use mission::{Evaluation, Mission};
