@@ -14,10 +14,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use joinery_domain::Department;
+use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
 /// Who a token belongs to.
@@ -135,13 +136,13 @@ impl TokenStore {
         let meta = std::fs::metadata(&self.path)
             .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", self.path.display()))?;
         let modified = meta.modified().ok();
-        if modified.is_some() && self.loaded.read().expect("lock").modified == modified {
+        if modified.is_some() && self.loaded.read().modified == modified {
             return Ok(false);
         }
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", self.path.display()))?;
         let tokens = parse_tokens(&self.path, &text)?;
-        *self.loaded.write().expect("lock") = Loaded { tokens, modified };
+        *self.loaded.write() = Loaded { tokens, modified };
         Ok(true)
     }
 
@@ -170,12 +171,7 @@ impl TokenStore {
         if token.is_empty() {
             return None;
         }
-        self.loaded
-            .read()
-            .expect("lock")
-            .tokens
-            .get(&hash_token(token))
-            .cloned()
+        self.loaded.read().tokens.get(&hash_token(token)).cloned()
     }
 }
 

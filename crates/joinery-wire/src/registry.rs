@@ -6,10 +6,11 @@
 //! meaning), so the hot path of a consumer makes no HTTP call after warm-up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apache_avro::Schema;
+use parking_lot::RwLock;
 use serde::Deserialize;
 
 /// Why a registry call failed.
@@ -208,12 +209,7 @@ impl RegistryClient {
 
     /// The writer schema with global id `id`, from the cache or the registry.
     pub async fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(s) = self
-            .cache
-            .read()
-            .expect("cache lock is never poisoned")
-            .get(&id)
-        {
+        if let Some(s) = self.cache.read().get(&id) {
             return Ok(Arc::clone(s));
         }
         let resp = self
@@ -229,19 +225,12 @@ impl RegistryClient {
                 source: Box::new(e),
             }
         })?);
-        self.cache
-            .write()
-            .expect("cache lock is never poisoned")
-            .insert(id, Arc::clone(&schema));
+        self.cache.write().insert(id, Arc::clone(&schema));
         Ok(schema)
     }
 
     /// The cached writer schema with id `id`, without any network call.
     pub fn cached(&self, id: u32) -> Option<Arc<Schema>> {
-        self.cache
-            .read()
-            .expect("cache lock is never poisoned")
-            .get(&id)
-            .cloned()
+        self.cache.read().get(&id).cloned()
     }
 }

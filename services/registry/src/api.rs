@@ -150,7 +150,7 @@ async fn register(
     let (b, parsed, canonical) = schema_body(&body)?;
     for _ in 0..5 {
         let proposal = {
-            let state = s.log.state.lock().expect("state lock");
+            let state = s.log.state.lock();
             if let Some(v) = state.find(&subject, &canonical) {
                 return ok(json!({"id": v.id}));
             }
@@ -166,7 +166,7 @@ async fn register(
             state.proposal(&subject, &b.schema, &canonical)
         };
         s.log.append(&proposal).await.map_err(backend)?;
-        let state = s.log.state.lock().expect("state lock");
+        let state = s.log.state.lock();
         if let Some(v) = state.find(&subject, &canonical) {
             tracing::info!(%subject, version = v.version, id = v.id, "registered schema");
             return ok(json!({"id": v.id}));
@@ -186,7 +186,7 @@ async fn lookup(
     body: Bytes,
 ) -> ApiResult {
     let (_, _, canonical) = schema_body(&body)?;
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     if state.versions(&subject).is_none() {
         return Err(subject_not_found(&subject));
     }
@@ -198,7 +198,7 @@ async fn lookup(
 
 /// The text of schema `id` (as it appears in the path), or 40403.
 fn schema_text(s: &Shared, id: &str) -> Result<String, ApiError> {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     id.parse::<u32>()
         .ok()
         .and_then(|id| state.schema(id))
@@ -215,7 +215,7 @@ async fn raw_schema_by_id(AxState(s): AxState<Arc<Shared>>, Path(id): Path<Strin
 }
 
 async fn schema_versions(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let id = id
         .parse::<u32>()
         .ok()
@@ -230,11 +230,11 @@ async fn schema_versions(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String
 }
 
 async fn subjects(AxState(s): AxState<Arc<Shared>>) -> ApiResult {
-    ok(json!(s.log.state.lock().expect("state lock").subjects()))
+    ok(json!(s.log.state.lock().subjects()))
 }
 
 async fn versions(AxState(s): AxState<Arc<Shared>>, Path(subject): Path<String>) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let v = state
         .versions(&subject)
         .ok_or_else(|| subject_not_found(&subject))?;
@@ -245,7 +245,7 @@ async fn get_version(
     AxState(s): AxState<Arc<Shared>>,
     Path((subject, version)): Path<(String, String)>,
 ) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let v = version_of(&state, &subject, &version)?;
     ok(version_json(&state, &subject, v))
 }
@@ -255,7 +255,7 @@ async fn delete_version(
     Path((subject, version)): Path<(String, String)>,
 ) -> ApiResult {
     let record = {
-        let state = s.log.state.lock().expect("state lock");
+        let state = s.log.state.lock();
         let v = version_of(&state, &subject, &version)?;
         let text = state
             .schema(v.id)
@@ -289,7 +289,7 @@ async fn test_compatibility(
     body: Bytes,
 ) -> ApiResult {
     let (_, parsed, _) = schema_body(&body)?;
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let level = state.level(&subject);
     let all = state
         .versions(&subject)
@@ -322,7 +322,7 @@ fn level_body(body: &[u8]) -> Result<Level, ApiError> {
 }
 
 async fn get_global_config(AxState(s): AxState<Arc<Shared>>) -> ApiResult {
-    ok(json!({"compatibilityLevel": s.log.state.lock().expect("state lock").global_level()}))
+    ok(json!({"compatibilityLevel": s.log.state.lock().global_level()}))
 }
 
 async fn put_global_config(AxState(s): AxState<Arc<Shared>>, body: Bytes) -> ApiResult {
@@ -348,7 +348,7 @@ async fn get_subject_config(
     Path(subject): Path<String>,
     Query(q): Query<ConfigQuery>,
 ) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     match (state.subject_level(&subject), q.default_to_global) {
         (Some(l), _) => ok(json!({"compatibilityLevel": l})),
         (None, true) => ok(json!({"compatibilityLevel": state.global_level()})),

@@ -62,7 +62,7 @@ pub async fn run(config: RegistryConfig, cancel: CancellationToken) -> anyhow::R
     )
     .await?;
     let log = log::SchemaLog::open(&config.kafka, config.kafka.topic(SCHEMAS_TOPIC)).await?;
-    let count = log.state.lock().expect("state lock").schema_count();
+    let count = log.state.lock().schema_count();
     tracing::info!(schemas = count, "restored schemas from {SCHEMAS_TOPIC}");
     let shared = Arc::new(api::Shared { log });
     health.set_ready(true);

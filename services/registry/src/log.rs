@@ -5,9 +5,10 @@
 //! wait to read its own write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -124,7 +125,7 @@ fn tail(
         if let Some(payload) = msg.payload() {
             match serde_json::from_slice::<LogRecord>(payload) {
                 Ok(record) => {
-                    if !state.lock().expect("state lock").apply(record) {
+                    if !state.lock().apply(record) {
                         tracing::info!(
                             offset = msg.offset(),
                             "ignored a conflicting record (another registration won the race)"
