@@ -15,11 +15,13 @@
 //! - [`kafka`]: client configuration, topic creation, and a consumer context
 //!   that resumes from offsets kept in the service's own state store.
 //! - [`rebalance`]: rebalance pause and partition restore timing.
+//! - [`retry`]: the named retry policies and the one retry loop.
 
 pub mod auth;
 pub mod http;
 pub mod kafka;
 pub mod rebalance;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 
