@@ -125,16 +125,37 @@ impl RestoreTracker {
         let stop = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("restore-watch".into())
-            .spawn(move || {
-                while !stop.is_cancelled() {
-                    me.poll(&client, &offsets);
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            })?;
+            .spawn(move || me.poll_until(&client, &offsets, &stop))?;
         Ok(RestoreWatch {
             cancel,
             thread: Some(thread),
         })
+    }
+
+    /// Watches restoring partitions, blocking, until `cancel` fires: the
+    /// body of [`RestoreTracker::spawn`]'s thread, for a service to run as
+    /// a named blocking task instead ([`crate::Service::spawn_blocking`]).
+    pub fn watch(
+        &self,
+        kafka: &KafkaSettings,
+        offsets: &OffsetLookup,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let client: BaseConsumer = kafka.client("joinery-restore-watch").create()?;
+        self.poll_until(&client, offsets, cancel);
+        Ok(())
+    }
+
+    fn poll_until(
+        &self,
+        client: &BaseConsumer,
+        offsets: &OffsetLookup,
+        cancel: &CancellationToken,
+    ) {
+        while !cancel.is_cancelled() {
+            self.poll(client, offsets);
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     fn poll(&self, client: &BaseConsumer, offsets: &OffsetLookup) {
