@@ -14,11 +14,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use joinery_domain::Department;
+use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 /// Who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,33 +137,46 @@ impl TokenStore {
         let meta = std::fs::metadata(&self.path)
             .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", self.path.display()))?;
         let modified = meta.modified().ok();
-        if modified.is_some() && self.loaded.read().expect("lock").modified == modified {
+        if modified.is_some() && self.loaded.read().modified == modified {
             return Ok(false);
         }
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", self.path.display()))?;
         let tokens = parse_tokens(&self.path, &text)?;
-        *self.loaded.write().expect("lock") = Loaded { tokens, modified };
+        *self.loaded.write() = Loaded { tokens, modified };
         Ok(true)
     }
 
-    /// Re-reads the file every `every` until the process ends. A broken edit
-    /// keeps the last good tokens and logs why.
-    pub fn spawn_reloader(&self, every: Duration) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match me.reload() {
-                    Ok(true) => tracing::info!(path = %me.path.display(), "token file reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "token file not reloaded; keeping the previous tokens")
-                    }
+    /// Re-reads the file every `every` until `cancel` fires; a service runs
+    /// it as a named task ([`crate::Service::spawn`]). A broken edit keeps
+    /// the last good tokens and logs why.
+    pub async fn reload_every(
+        &self,
+        every: Duration,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            match self.reload() {
+                Ok(true) => tracing::info!(path = %self.path.display(), "token file reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "token file not reloaded; keeping the previous tokens")
                 }
             }
-        });
+        }
+    }
+
+    /// Re-reads the file every `every` until the process ends, on a task of
+    /// its own outside any supervisor. For services not yet on
+    /// [`crate::Service`]; the others run [`TokenStore::reload_every`].
+    pub fn spawn_reloader(&self, every: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move { me.reload_every(every, CancellationToken::new()).await });
     }
 
     /// The principal of an `Authorization` header value, if it is a valid bearer token.
@@ -170,12 +185,7 @@ impl TokenStore {
         if token.is_empty() {
             return None;
         }
-        self.loaded
-            .read()
-            .expect("lock")
-            .tokens
-            .get(&hash_token(token))
-            .cloned()
+        self.loaded.read().tokens.get(&hash_token(token)).cloned()
     }
 }
 

@@ -12,6 +12,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+use crate::retry::{retry, Policy};
+
 /// Where Kafka is and how clients identify themselves.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -124,24 +126,18 @@ pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
-/// Runs a Kafka call, retrying transient errors ([`is_transient`]) for up
-/// to 60 s, so that a service starting beside a broker that is still
-/// electing leaders waits instead of failing. The waits between attempts
-/// yield to the runtime.
+/// Runs a (blocking) Kafka call, retrying transient errors
+/// ([`is_transient`]) under [`Policy::KAFKA_NOT_READY`], so that a service
+/// starting beside a broker that is still electing leaders waits instead of
+/// failing. The waits between attempts yield to the runtime.
 pub async fn retry_transient<T>(
     what: &str,
     mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
 ) -> rdkafka::error::KafkaResult<T> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match call() {
-            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, what, "Kafka not ready yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            other => return other,
-        }
-    }
+    retry(&Policy::KAFKA_NOT_READY, what, is_transient, || {
+        std::future::ready(call())
+    })
+    .await
 }
 
 /// How long a record of a compacted topic stays before compaction may drop
@@ -203,37 +199,70 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
         }
     }
     // A topic just created may take a moment to appear in metadata with its partitions.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let admin = &admin;
+    let check = move || async move {
         let metadata = retry_transient("topic metadata", || {
             admin.inner().fetch_metadata(None, Duration::from_secs(10))
         })
         .await?;
-        let mut settling = false;
+        let mut missing = Vec::new();
         for t in topics {
             let found = metadata.topics().iter().find(|m| m.name() == t.name);
             let count = found.map(|m| m.partitions().len() as i32).unwrap_or(0);
             if count == 0 {
-                settling = true;
+                missing.push(t.name.clone());
             } else if count != t.partitions {
-                anyhow::bail!(
+                return Err(TopicsCheck::Failed(anyhow::anyhow!(
                     "topic {} has {count} partitions but Joinery expects {}: all department topics must share one partition count so that a citizen's events meet in one partition",
                     t.name,
                     t.partitions
-                );
+                )));
             }
         }
-        if !settling {
-            break;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(TopicsCheck::Appearing(missing))
         }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "topics were created but have no partitions in the cluster metadata after 30 s"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let appearing = |e: &TopicsCheck| matches!(e, TopicsCheck::Appearing(_));
+    match retry(&Policy::TOPICS_APPEARING, "topic partitions", appearing, check).await {
+        Ok(()) => Ok(()),
+        Err(TopicsCheck::Failed(e)) => Err(e),
+        Err(TopicsCheck::Appearing(missing)) => anyhow::bail!(
+            "topics {missing:?} were created but have no partitions in the cluster metadata after {} s",
+            Policy::TOPICS_APPEARING
+                .give_up_after
+                .unwrap_or_default()
+                .as_secs()
+        ),
     }
-    Ok(())
+}
+
+/// Why the topics [`ensure_topics`] created are not usable yet.
+#[derive(Debug)]
+enum TopicsCheck {
+    /// These have no partitions in the metadata yet (retried).
+    Appearing(Vec<String>),
+    /// A lookup failed or a partition count is wrong (not retried).
+    Failed(anyhow::Error),
+}
+
+impl From<rdkafka::error::KafkaError> for TopicsCheck {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        TopicsCheck::Failed(e.into())
+    }
+}
+
+impl std::fmt::Display for TopicsCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicsCheck::Appearing(missing) => {
+                write!(f, "no partitions in the metadata yet for {missing:?}")
+            }
+            TopicsCheck::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
 }
 
 /// Looks up the next offset to consume from the service's own state store.

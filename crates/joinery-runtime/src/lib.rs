@@ -11,18 +11,24 @@
 //! - [`auth`]: bearer tokens, stored hashed, and the principals they stand for.
 //! - [`telemetry`]: tracing subscriber and the metrics registry.
 //! - [`http`]: the operator endpoints and a server that drains on shutdown.
+//! - [`service`]: the skeleton every service runs in: telemetry, health,
+//!   listener, named tasks under a supervisor, drain on shutdown.
 //! - [`shutdown`]: the signal future and task supervision.
 //! - [`kafka`]: client configuration, topic creation, and a consumer context
 //!   that resumes from offsets kept in the service's own state store.
 //! - [`rebalance`]: rebalance pause and partition restore timing.
+//! - [`retry`]: the named retry policies and the one retry loop.
 
 pub mod auth;
 pub mod http;
 pub mod kafka;
 pub mod rebalance;
+pub mod retry;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use http::{serve, Health};
+pub use service::Service;
 pub use shutdown::{shutdown_signal, Supervisor};
 pub use telemetry::Telemetry;

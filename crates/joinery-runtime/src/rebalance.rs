@@ -16,9 +16,10 @@
 //! own with its own client, never in the consume loop.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, IntGauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
@@ -85,7 +86,7 @@ impl RestoreTracker {
 
     /// Records a rebalance; call it from the consumer's rebalance hook.
     pub fn observe(&self, event: &RebalanceEvent) {
-        let mut s = self.state.lock().expect("lock");
+        let mut s = self.state.lock();
         let now = Instant::now();
         match event {
             RebalanceEvent::Revoked(parts) => {
@@ -124,21 +125,42 @@ impl RestoreTracker {
         let stop = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("restore-watch".into())
-            .spawn(move || {
-                while !stop.is_cancelled() {
-                    me.poll(&client, &offsets);
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            })?;
+            .spawn(move || me.poll_until(&client, &offsets, &stop))?;
         Ok(RestoreWatch {
             cancel,
             thread: Some(thread),
         })
     }
 
+    /// Watches restoring partitions, blocking, until `cancel` fires: the
+    /// body of [`RestoreTracker::spawn`]'s thread, for a service to run as
+    /// a named blocking task instead ([`crate::Service::spawn_blocking`]).
+    pub fn watch(
+        &self,
+        kafka: &KafkaSettings,
+        offsets: &OffsetLookup,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let client: BaseConsumer = kafka.client("joinery-restore-watch").create()?;
+        self.poll_until(&client, offsets, cancel);
+        Ok(())
+    }
+
+    fn poll_until(
+        &self,
+        client: &BaseConsumer,
+        offsets: &OffsetLookup,
+        cancel: &CancellationToken,
+    ) {
+        while !cancel.is_cancelled() {
+            self.poll(client, offsets);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     fn poll(&self, client: &BaseConsumer, offsets: &OffsetLookup) {
         let unknown: Vec<(String, i32)> = {
-            let s = self.state.lock().expect("lock");
+            let s = self.state.lock();
             s.restoring
                 .iter()
                 .filter(|(_, (_, end))| end.is_none())
@@ -148,14 +170,14 @@ impl RestoreTracker {
         for (t, p) in unknown {
             match client.fetch_watermarks(&t, p, Duration::from_secs(5)) {
                 Ok(bounds) => {
-                    if let Some(e) = self.state.lock().expect("lock").restoring.get_mut(&(t, p)) {
+                    if let Some(e) = self.state.lock().restoring.get_mut(&(t, p)) {
                         e.1 = Some(bounds);
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "log end not known yet"),
             }
         }
-        let mut s = self.state.lock().expect("lock");
+        let mut s = self.state.lock();
         let now = Instant::now();
         s.restoring.retain(|(t, p), (since, end)| {
             let Some((start, end)) = *end else {

@@ -6,6 +6,7 @@
 //! newer compatible schema version is read correctly.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
@@ -15,9 +16,10 @@ use joinery_domain::{
     CitizenKey, Event, EventId, EventType, FieldValue, MissionView, OutcomeState, OutcomeView,
     SnapshotView,
 };
+use joinery_runtime::retry::Policy;
 
 use crate::framing::FramingError;
-use crate::registry::RegistryError;
+use crate::registry::{RegistryClient, RegistryError};
 
 /// Why a record could not be turned into a domain value. Each variant but
 /// [`DecodeError::Registry`] is a property of the record: it goes to the
@@ -82,6 +84,26 @@ impl From<RegistryError> for DecodeError {
     fn from(e: RegistryError) -> Self {
         DecodeError::Registry(e)
     }
+}
+
+/// The writer schema of a record with schema id `id`, waiting under
+/// `policy` while the registry is unreachable: [`DecodeError::UnknownSchemaId`]
+/// only when the registry says the id does not exist (the record is then
+/// poison), [`DecodeError::Registry`] when the registry cannot be asked (the
+/// record is not at fault). The processor, projections and a rebuild's
+/// settle resolve writer schemas this way.
+pub async fn writer_schema(
+    registry: &RegistryClient,
+    id: u32,
+    policy: &Policy,
+) -> Result<Arc<Schema>, DecodeError> {
+    registry.schema_when_ready(id, policy).await.map_err(|e| {
+        if e.is_unknown_schema() {
+            DecodeError::UnknownSchemaId(id)
+        } else {
+            DecodeError::Registry(e)
+        }
+    })
 }
 
 /// The record full name of a record schema.

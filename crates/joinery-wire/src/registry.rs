@@ -4,12 +4,18 @@
 //!
 //! Writer schemas are cached by id forever (a registered id never changes
 //! meaning), so the hot path of a consumer makes no HTTP call after warm-up.
+//!
+//! Waiting for a registry that is starting or unreachable goes through
+//! [`joinery_runtime::retry`]: [`RegistryClient::register_when_ready`] at
+//! start-up, [`RegistryClient::schema_when_ready`] for consumers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apache_avro::Schema;
+use joinery_runtime::retry::{retry, Policy};
+use parking_lot::RwLock;
 use serde::Deserialize;
 
 /// Why a registry call failed.
@@ -181,40 +187,58 @@ impl RegistryClient {
 
     /// Sets the compatibility level of `subject` when one is given, then
     /// registers `schema`; while the registry is starting or unreachable it
-    /// retries for up to 30 seconds before giving up.
+    /// retries under [`Policy::REGISTRY_STARTING`] (30 s) before giving up.
     pub async fn register_when_ready(
         &self,
         subject: &str,
         schema: &str,
         compatibility: Option<&str>,
     ) -> Result<u32, RegistryError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let attempt = async {
+        let what = format!("registering {subject}");
+        retry(
+            &Policy::REGISTRY_STARTING,
+            &what,
+            RegistryError::is_retryable,
+            move || async move {
                 if let Some(level) = compatibility {
                     self.set_compatibility(subject, level).await?;
                 }
                 self.register(subject, schema).await
-            };
-            match attempt.await {
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "schema registry not ready; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                result => return result,
-            }
-        }
+            },
+        )
+        .await
     }
 
-    /// The writer schema with global id `id`, from the cache or the registry.
+    /// The writer schema with global id `id`, from the cache or the
+    /// registry, retrying under `policy` while the registry is unreachable
+    /// or failing ([`RegistryError::is_retryable`]). Fails at once when the
+    /// registry answers that it has no such id
+    /// ([`RegistryError::is_unknown_schema`]) or refuses otherwise, and with
+    /// the last error when `policy` gives up. With a policy that never gives
+    /// up ([`Policy::REGISTRY_UNREACHABLE`]), stop waiting by dropping the
+    /// future (e.g. in a `select!` on the service's cancellation).
+    pub async fn schema_when_ready(
+        &self,
+        id: u32,
+        policy: &Policy,
+    ) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(s) = self.cached(id) {
+            return Ok(s);
+        }
+        retry(
+            policy,
+            &format!("schema id {id}"),
+            RegistryError::is_retryable,
+            || self.schema(id),
+        )
+        .await
+    }
+
+    /// The writer schema with global id `id`, from the cache or the
+    /// registry, asked once.
     pub async fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(s) = self
-            .cache
-            .read()
-            .expect("cache lock is never poisoned")
-            .get(&id)
-        {
-            return Ok(Arc::clone(s));
+        if let Some(s) = self.cached(id) {
+            return Ok(s);
         }
         let resp = self
             .http
@@ -229,19 +253,12 @@ impl RegistryClient {
                 source: Box::new(e),
             }
         })?);
-        self.cache
-            .write()
-            .expect("cache lock is never poisoned")
-            .insert(id, Arc::clone(&schema));
+        self.cache.write().insert(id, Arc::clone(&schema));
         Ok(schema)
     }
 
     /// The cached writer schema with id `id`, without any network call.
     pub fn cached(&self, id: u32) -> Option<Arc<Schema>> {
-        self.cache
-            .read()
-            .expect("cache lock is never poisoned")
-            .get(&id)
-            .cloned()
+        self.cache.read().get(&id).cloned()
     }
 }

@@ -21,10 +21,11 @@ use joinery_runtime::auth::Principal;
 use joinery_wire::codec::encode_value;
 use joinery_wire::framing::frame;
 use rdkafka::producer::FutureRecord;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
-use crate::convert::{convert, Converted, FieldError};
+use crate::convert::{convert, Converted};
+use crate::error::{Rejected, RequestError};
 use crate::Gateway;
 
 #[derive(Debug, Deserialize)]
@@ -33,31 +34,16 @@ struct Params {
     partial: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Rejected {
-    index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_id: Option<String>,
-    errors: Vec<FieldError>,
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, (StatusCode, String)> {
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, RequestError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let text = std::str::from_utf8(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "body is not valid UTF-8 (byte {}); send UTF-8 JSON",
-                e.valid_up_to()
-            ),
-        )
+        RequestError::BadRequest(format!(
+            "body is not valid UTF-8 (byte {}); send UTF-8 JSON",
+            e.valid_up_to()
+        ))
     })?;
     if ct.starts_with("application/x-ndjson") {
         text.lines()
@@ -65,10 +51,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, (StatusCo
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
                 serde_json::from_str(l).map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!("line {} is not JSON: {e}", i + 1),
-                    )
+                    RequestError::BadRequest(format!("line {} is not JSON: {e}", i + 1))
                 })
             })
             .collect()
@@ -76,38 +59,28 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Json_>, (StatusCo
         match serde_json::from_str::<Json_>(text) {
             Ok(Json_::Array(items)) => Ok(items),
             Ok(one) => Ok(vec![one]),
-            Err(e) => Err((StatusCode::BAD_REQUEST, format!("body is not JSON: {e}; send one event object, an array of them, or NDJSON with Content-Type application/x-ndjson"))),
+            Err(e) => Err(RequestError::BadRequest(format!("body is not JSON: {e}; send one event object, an array of them, or NDJSON with Content-Type application/x-ndjson"))),
         }
     } else {
-        Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "content type `{ct}` is not accepted; use application/json or application/x-ndjson"
-            ),
-        ))
+        Err(RequestError::UnsupportedMediaType(format!(
+            "content type `{ct}` is not accepted; use application/json or application/x-ndjson"
+        )))
     }
 }
 
 /// Reads the body up to `max` bytes. A larger body is still read (up to four
 /// times the limit) and discarded, so that the client gets the 413 rather
 /// than a connection reset halfway through its upload.
-async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, Response> {
+async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, RequestError> {
     use futures::StreamExt;
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {max} bytes: split the batch"),
-        )
-    };
+    let too_large =
+        || RequestError::TooLarge(format!("request body exceeds {max} bytes: split the batch"));
     let mut stream = body.into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
-            )
+            RequestError::BadRequest(format!("could not read the request body: {e}"))
         })?;
         seen += chunk.len();
         if seen <= max {
@@ -131,8 +104,9 @@ async fn post_events(
     let started = Instant::now();
     let resp = match read_body(body, g.max_body).await {
         Ok(body) => handle(&g, params, &headers, &body).await,
-        Err(r) => r,
-    };
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(IntoResponse::into_response);
     g.metrics
         .request_seconds
         .with_label_values(&[resp.status().as_str()])
@@ -140,35 +114,34 @@ async fn post_events(
     resp
 }
 
-async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) -> Response {
+async fn handle(
+    g: &Gateway,
+    params: Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, RequestError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(principal) = g.tokens.authenticate(auth) else {
-        return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token: send `Authorization: Bearer <your department's token>`");
-    };
+    let principal = g
+        .tokens
+        .authenticate(auth)
+        .ok_or(RequestError::Unauthenticated)?;
     let Principal::Department(department) = principal else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "this token may not publish events; use a department token",
-        );
+        return Err(RequestError::Forbidden(
+            "this token may not publish events; use a department token".into(),
+        ));
     };
-    let items = match parse_body(headers, body) {
-        Ok(i) => i,
-        Err((status, message)) => return error(status, message),
-    };
+    let items = parse_body(headers, body)?;
     if items.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "no events in the body");
+        return Err(RequestError::BadRequest("no events in the body".into()));
     }
     if items.len() > g.max_batch {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} events in one request; the limit is {}: split the batch",
-                items.len(),
-                g.max_batch
-            ),
-        );
+        return Err(RequestError::TooLarge(format!(
+            "{} events in one request; the limit is {}: split the batch",
+            items.len(),
+            g.max_batch
+        )));
     }
 
     let now = chrono::Utc::now().timestamp_millis();
@@ -185,7 +158,7 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
             .and_then(|t| t.parse::<EventType>().ok());
         if let Some(t) = typ {
             if t.department() != department {
-                return error(StatusCode::FORBIDDEN, format!("event {index} is {t}, which only {} may publish; this token belongs to {department}", t.department()));
+                return Err(RequestError::Forbidden(format!("event {index} is {t}, which only {} may publish; this token belongs to {department}", t.department())));
             }
         }
         match convert(
@@ -212,14 +185,10 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
         }
     }
     if !rejected.is_empty() && !params.partial {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": format!("{} of {} events are invalid; nothing was published. Fix them, or send ?partial=true to publish the valid ones", rejected.len(), items.len()),
-                "rejected": rejected,
-            })),
-        )
-            .into_response();
+        return Err(RequestError::InvalidEvents {
+            total: items.len(),
+            rejected,
+        });
     }
 
     // Produce everything first, then wait for every acknowledgement.
@@ -230,10 +199,9 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, event_type = %c.event_type, "converted event does not match its schema");
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error encoding an event; nothing further was published",
-                );
+                return Err(RequestError::Internal(
+                    "internal error encoding an event; nothing further was published".into(),
+                ));
             }
         };
         let payload = frame(g.schema_ids[&c.event_type], &body);
@@ -245,9 +213,9 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
             Ok(fut) => pending.push((index, c.event_id, c.event_type, fut)),
             Err((e, _)) => {
                 tracing::warn!(error = %e, "producer queue refused an event");
-                return overloaded(format!(
+                return Err(RequestError::KafkaUnavailable(format!(
                     "Kafka producer queue is full ({e}); retry after the indicated delay"
-                ));
+                )));
             }
         }
     }
@@ -279,20 +247,13 @@ async fn handle(g: &Gateway, params: Params, headers: &HeaderMap, body: &Bytes) 
         }
     }
     if let Some(reason) = failed {
-        return overloaded(format!("Kafka did not acknowledge every event ({reason}); retry the whole request: re-sent events are applied once"));
+        return Err(RequestError::KafkaUnavailable(format!("Kafka did not acknowledge every event ({reason}); retry the whole request: re-sent events are applied once")));
     }
-    (
+    Ok((
         StatusCode::ACCEPTED,
         Json(json!({"accepted": results.len(), "rejected": rejected, "events": results})),
     )
-        .into_response()
-}
-
-fn overloaded(message: String) -> Response {
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    r
+        .into_response())
 }
 
 /// The OpenAPI document of this API.
@@ -335,15 +296,15 @@ mod tests {
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
         let err =
             parse_body(&headers("application/json"), &Bytes::from(deep)).expect_err("too deep");
-        assert_eq!(err.0, StatusCode::BAD_REQUEST);
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         let err = parse_body(
             &headers("application/json"),
             &Bytes::from_static(b"{\"a\": \"\xff\"}"),
         )
         .expect_err("not UTF-8");
-        assert!(err.1.contains("UTF-8"), "{}", err.1);
+        assert!(err.to_string().contains("UTF-8"), "{err}");
         let err = parse_body(&headers("text/csv"), &Bytes::from_static(b"a,b")).expect_err("csv");
-        assert_eq!(err.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 
     fn json_value() -> impl Strategy<Value = Json_> {

@@ -11,11 +11,13 @@
 //! # Layout
 //!
 //! - [`convert`]: JSON to Avro with per-field errors, and pseudonymisation.
-//! - `api`: the HTTP handlers, status codes and response bodies.
+//! - `api`: the HTTP handlers.
+//! - `error`: why a request is refused, as status codes and bodies.
 
 pub mod convert;
 
 mod api;
+mod error;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,9 +27,8 @@ use std::time::Duration;
 
 use joinery_domain::{Department, EventType, Pseudonymiser};
 use joinery_runtime::auth::TokenStore;
-use joinery_runtime::http::{bind, ops_router};
 use joinery_runtime::kafka::{ensure_topics, KafkaSettings, TopicSpec};
-use joinery_runtime::{serve, Health, Telemetry};
+use joinery_runtime::{Service, Telemetry};
 use joinery_wire::{catalog::event_subject, Catalog, RegistryClient};
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -147,13 +148,21 @@ pub async fn register_event_schemas(
     Ok(ids)
 }
 
-/// Runs the gateway until `cancel` fires.
+/// How often the token file is checked for changes.
+const TOKEN_RELOAD: Duration = Duration::from_secs(2);
+
+/// How long shutdown waits for Kafka to acknowledge what is still queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the gateway until `cancel` fires. On shutdown, once the requests in
+/// flight are answered, it flushes the producer so that nothing queued is lost.
 pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let telemetry = Telemetry::new("ingest");
-    let health = Health::default();
-    let listener = bind(config.listen).await?;
+    let mut service = Service::start("ingest", config.listen, cancel).await?;
     let tokens = TokenStore::load(&config.tokens)?;
-    tokens.spawn_reloader(Duration::from_secs(2));
+    let (reloading, stop) = (tokens.clone(), service.token());
+    service.spawn("token-reloader", async move {
+        reloading.reload_every(TOKEN_RELOAD, stop).await
+    });
     ensure_topics(&config.kafka, &department_topics(&config.kafka)).await?;
     let catalog = Catalog::load();
     let registry = RegistryClient::new(&config.registry_url);
@@ -173,17 +182,20 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
         producer,
         tokens,
         pseudonymiser: config.pseudonymiser,
-        metrics: IngestMetrics::new(&telemetry),
+        metrics: IngestMetrics::new(service.telemetry()),
         max_batch: config.max_batch,
         kafka: config.kafka.clone(),
         delivery_timeout: config.delivery_timeout,
         max_body: config.max_body_bytes,
     });
-    health.set_ready(true);
-    let router = api::router(Arc::clone(&gateway)).merge(ops_router(health, telemetry));
-    serve(listener, router, cancel).await?;
-    // Flush what is queued so that nothing acknowledged is lost on shutdown.
-    use rdkafka::producer::Producer;
-    gateway.producer.flush(Duration::from_secs(10))?;
-    Ok(())
+    let served = service.run(api::router(Arc::clone(&gateway))).await;
+    // Flush what is queued so that nothing acknowledged is lost on shutdown,
+    // also when the service stopped on a failure.
+    let flushed = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        gateway.producer.flush(FLUSH_TIMEOUT)
+    })
+    .await?;
+    served?;
+    Ok(flushed?)
 }

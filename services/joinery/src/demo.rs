@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use joinery_domain::Department;
+use joinery_runtime::retry::{retry, Policy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -216,21 +217,48 @@ async fn post(
     if events.is_empty() {
         return Ok(());
     }
-    loop {
+    let events = &events;
+    let attempt = move || async move {
         let resp = http
             .post(url)
             .bearer_auth(token)
-            .json(&events)
+            .json(events)
             .send()
             .await
-            .context("ingest gateway unreachable")?;
+            .context("ingest gateway unreachable")
+            .map_err(Refused::Other)?;
         match resp.status().as_u16() {
-            202 => return Ok(()),
-            429 | 503 => tokio::time::sleep(Duration::from_secs(1)).await,
-            s => anyhow::bail!(
+            202 => Ok(()),
+            s @ (429 | 503) => Err(Refused::Busy(s)),
+            s => Err(Refused::Other(anyhow::anyhow!(
                 "gateway refused demo events ({s}): {}",
                 resp.text().await.unwrap_or_default()
-            ),
+            ))),
+        }
+    };
+    let busy = |e: &Refused| matches!(e, Refused::Busy(_));
+    retry(&Policy::GATEWAY_BUSY, "posting demo events", busy, attempt)
+        .await
+        .map_err(|e| match e {
+            Refused::Busy(s) => anyhow::anyhow!("gateway busy ({s})"),
+            Refused::Other(e) => e,
+        })
+}
+
+/// Why the gateway did not take a batch of demo events.
+#[derive(Debug)]
+enum Refused {
+    /// 429 or 503: waited out.
+    Busy(u16),
+    /// Anything else: the demo stops.
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Busy(s) => write!(f, "gateway busy (HTTP {s})"),
+            Refused::Other(e) => write!(f, "{e:#}"),
         }
     }
 }

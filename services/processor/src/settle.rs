@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use joinery_runtime::kafka::{min_compaction_lag_ms, retry_transient, KafkaSettings};
-use joinery_wire::codec::{decode_value, view_from_value};
+use joinery_runtime::retry::Policy;
+use joinery_wire::codec::{decode_value, view_from_value, writer_schema};
 use joinery_wire::control::CONTROL_HEADER;
 use joinery_wire::framing::unframe;
 use joinery_wire::{Catalog, RegistryClient};
@@ -41,7 +42,9 @@ use rustc_hash::FxHashMap;
 const MAX_PASSES: usize = 10;
 
 /// How long a read may go without reaching any record of a range before
-/// the settle fails (a broker restart or leader election takes less).
+/// the settle fails (a broker restart or leader election takes less). A
+/// registry that does not answer fails it after as long
+/// ([`Policy::REGISTRY_DURING_SETTLE`]).
 const STALL: Duration = Duration::from_secs(60);
 
 /// What the pass knows of one citizen's records since the reset.
@@ -293,16 +296,7 @@ impl Reader<'_> {
         let (id, body) = unframe(m.payload().unwrap_or_default())?;
         // The registry client caches schemas: only the first record of a
         // schema asks the registry.
-        let deadline = Instant::now() + STALL;
-        let writer = loop {
-            match self.registry.schema(id).await {
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "schema registry unavailable; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                other => break other,
-            }
-        }?;
+        let writer = writer_schema(&self.registry, id, &Policy::REGISTRY_DURING_SETTLE).await?;
         Ok(view_from_value(decode_value(&writer, self.catalog.view_schema(), body)?)?.version)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -13,38 +13,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::compat::{self, Level};
+use crate::error::{ApiError, CT};
 use crate::log::SchemaLog;
 use crate::state::{parse, LogRecord, State, Version};
 
 pub(crate) struct Shared {
     pub(crate) log: SchemaLog,
-}
-
-const CT: &str = "application/vnd.schemaregistry.v1+json";
-
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: u32,
-    message: String,
-}
-
-fn err(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
-    ApiError {
-        status,
-        code,
-        message: message.into(),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            [(header::CONTENT_TYPE, CT)],
-            json!({"error_code": self.code, "message": self.message}).to_string(),
-        )
-            .into_response()
-    }
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -53,24 +27,12 @@ fn ok(body: Value) -> ApiResult {
     Ok(([(header::CONTENT_TYPE, CT)], body.to_string()).into_response())
 }
 
-fn backend(e: anyhow::Error) -> ApiError {
-    err(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        50001,
-        format!("Error in the backend data store: {e:#}"),
-    )
-}
-
 fn subject_not_found(subject: &str) -> ApiError {
-    err(
-        StatusCode::NOT_FOUND,
-        40401,
-        format!("Subject '{subject}' not found."),
-    )
+    ApiError::not_found(40401, format!("Subject '{subject}' not found."))
 }
 
 fn schema_not_found() -> ApiError {
-    err(StatusCode::NOT_FOUND, 40403, "Schema not found")
+    ApiError::not_found(40403, "Schema not found")
 }
 
 #[derive(Deserialize)]
@@ -82,24 +44,18 @@ struct SchemaBody {
 
 fn schema_body(body: &[u8]) -> Result<(SchemaBody, apache_avro::Schema, String), ApiError> {
     let b: SchemaBody = serde_json::from_slice(body).map_err(|e| {
-        err(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: the body must be JSON {{\"schema\": \"<Avro schema as a JSON string>\"}}: {e}"))
+        ApiError::invalid(42201, format!("Invalid schema: the body must be JSON {{\"schema\": \"<Avro schema as a JSON string>\"}}: {e}"))
     })?;
     if let Some(t) = b.schema_type.as_deref().filter(|t| *t != "AVRO") {
-        return Err(err(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        return Err(ApiError::invalid(
             42201,
             format!(
                 "Invalid schema: schemaType {t} is not supported; this registry holds AVRO schemas"
             ),
         ));
     }
-    let (parsed, canonical) = parse(&b.schema).map_err(|e| {
-        err(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            42201,
-            format!("Invalid schema: {e}"),
-        )
-    })?;
+    let (parsed, canonical) =
+        parse(&b.schema).map_err(|e| ApiError::invalid(42201, format!("Invalid schema: {e}")))?;
     Ok((b, parsed, canonical))
 }
 
@@ -111,18 +67,12 @@ fn version_of(state: &State, subject: &str, version: &str) -> Result<Version, Ap
         return Ok(*versions.last().expect("versions() is never empty"));
     }
     let v: u32 = version.parse().ok().filter(|v| *v >= 1).ok_or_else(|| {
-        err(StatusCode::UNPROCESSABLE_ENTITY, 42202, format!("The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""))
+        ApiError::invalid(42202, format!("The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""))
     })?;
     versions
         .into_iter()
         .find(|x| x.version == v)
-        .ok_or_else(|| {
-            err(
-                StatusCode::NOT_FOUND,
-                40402,
-                format!("Version {v} not found."),
-            )
-        })
+        .ok_or_else(|| ApiError::not_found(40402, format!("Version {v} not found.")))
 }
 
 fn version_json(state: &State, subject: &str, v: Version) -> Value {
@@ -150,7 +100,7 @@ async fn register(
     let (b, parsed, canonical) = schema_body(&body)?;
     for _ in 0..5 {
         let proposal = {
-            let state = s.log.state.lock().expect("state lock");
+            let state = s.log.state.lock();
             if let Some(v) = state.find(&subject, &canonical) {
                 return ok(json!({"id": v.id}));
             }
@@ -158,26 +108,19 @@ async fn register(
             let versions = state.versions(&subject).unwrap_or_default();
             let problems = incompatibilities(&state, level, &parsed, &versions);
             if !problems.is_empty() {
-                return Err(err(StatusCode::CONFLICT, 409, format!(
-                    "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]",
-                    problems.join("; ")
-                )));
+                return Err(ApiError::Incompatible { subject, problems });
             }
             state.proposal(&subject, &b.schema, &canonical)
         };
-        s.log.append(&proposal).await.map_err(backend)?;
-        let state = s.log.state.lock().expect("state lock");
+        s.log.append(&proposal).await?;
+        let state = s.log.state.lock();
         if let Some(v) = state.find(&subject, &canonical) {
             tracing::info!(%subject, version = v.version, id = v.id, "registered schema");
             return ok(json!({"id": v.id}));
         }
         // Another instance's registration landed first; look again.
     }
-    Err(err(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        50002,
-        "Register operation timed out: concurrent registrations kept winning; retry",
-    ))
+    Err(ApiError::RegisterContended)
 }
 
 async fn lookup(
@@ -186,7 +129,7 @@ async fn lookup(
     body: Bytes,
 ) -> ApiResult {
     let (_, _, canonical) = schema_body(&body)?;
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     if state.versions(&subject).is_none() {
         return Err(subject_not_found(&subject));
     }
@@ -198,7 +141,7 @@ async fn lookup(
 
 /// The text of schema `id` (as it appears in the path), or 40403.
 fn schema_text(s: &Shared, id: &str) -> Result<String, ApiError> {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     id.parse::<u32>()
         .ok()
         .and_then(|id| state.schema(id))
@@ -215,7 +158,7 @@ async fn raw_schema_by_id(AxState(s): AxState<Arc<Shared>>, Path(id): Path<Strin
 }
 
 async fn schema_versions(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let id = id
         .parse::<u32>()
         .ok()
@@ -230,11 +173,11 @@ async fn schema_versions(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String
 }
 
 async fn subjects(AxState(s): AxState<Arc<Shared>>) -> ApiResult {
-    ok(json!(s.log.state.lock().expect("state lock").subjects()))
+    ok(json!(s.log.state.lock().subjects()))
 }
 
 async fn versions(AxState(s): AxState<Arc<Shared>>, Path(subject): Path<String>) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let v = state
         .versions(&subject)
         .ok_or_else(|| subject_not_found(&subject))?;
@@ -245,7 +188,7 @@ async fn get_version(
     AxState(s): AxState<Arc<Shared>>,
     Path((subject, version)): Path<(String, String)>,
 ) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let v = version_of(&state, &subject, &version)?;
     ok(version_json(&state, &subject, v))
 }
@@ -255,7 +198,7 @@ async fn delete_version(
     Path((subject, version)): Path<(String, String)>,
 ) -> ApiResult {
     let record = {
-        let state = s.log.state.lock().expect("state lock");
+        let state = s.log.state.lock();
         let v = version_of(&state, &subject, &version)?;
         let text = state
             .schema(v.id)
@@ -269,7 +212,7 @@ async fn delete_version(
             deleted: true,
         }
     };
-    s.log.append(&record).await.map_err(backend)?;
+    s.log.append(&record).await?;
     match record {
         LogRecord::Schema { version, .. } => ok(json!(version)),
         LogRecord::Config { .. } => unreachable!("built as a schema record above"),
@@ -289,7 +232,7 @@ async fn test_compatibility(
     body: Bytes,
 ) -> ApiResult {
     let (_, parsed, _) = schema_body(&body)?;
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     let level = state.level(&subject);
     let all = state
         .versions(&subject)
@@ -314,15 +257,15 @@ struct ConfigBody {
 
 fn level_body(body: &[u8]) -> Result<Level, ApiError> {
     let b: ConfigBody = serde_json::from_slice(body).map_err(|e| {
-        err(StatusCode::UNPROCESSABLE_ENTITY, 42203, format!("Invalid compatibility level: the body must be JSON {{\"compatibility\": \"BACKWARD_TRANSITIVE\"}}: {e}"))
+        ApiError::invalid(42203, format!("Invalid compatibility level: the body must be JSON {{\"compatibility\": \"BACKWARD_TRANSITIVE\"}}: {e}"))
     })?;
     b.compatibility
         .parse()
-        .map_err(|m: String| err(StatusCode::UNPROCESSABLE_ENTITY, 42203, m))
+        .map_err(|m: String| ApiError::invalid(42203, m))
 }
 
 async fn get_global_config(AxState(s): AxState<Arc<Shared>>) -> ApiResult {
-    ok(json!({"compatibilityLevel": s.log.state.lock().expect("state lock").global_level()}))
+    ok(json!({"compatibilityLevel": s.log.state.lock().global_level()}))
 }
 
 async fn put_global_config(AxState(s): AxState<Arc<Shared>>, body: Bytes) -> ApiResult {
@@ -332,8 +275,7 @@ async fn put_global_config(AxState(s): AxState<Arc<Shared>>, body: Bytes) -> Api
             subject: None,
             compatibility: level,
         })
-        .await
-        .map_err(backend)?;
+        .await?;
     ok(json!({"compatibility": level}))
 }
 
@@ -348,12 +290,11 @@ async fn get_subject_config(
     Path(subject): Path<String>,
     Query(q): Query<ConfigQuery>,
 ) -> ApiResult {
-    let state = s.log.state.lock().expect("state lock");
+    let state = s.log.state.lock();
     match (state.subject_level(&subject), q.default_to_global) {
         (Some(l), _) => ok(json!({"compatibilityLevel": l})),
         (None, true) => ok(json!({"compatibilityLevel": state.global_level()})),
-        (None, false) => Err(err(
-            StatusCode::NOT_FOUND,
+        (None, false) => Err(ApiError::not_found(
             40408,
             format!("Subject '{subject}' does not have subject-level compatibility configured"),
         )),
@@ -371,8 +312,7 @@ async fn put_subject_config(
             subject: Some(subject),
             compatibility: level,
         })
-        .await
-        .map_err(backend)?;
+        .await?;
     ok(json!({"compatibility": level}))
 }
 

@@ -20,19 +20,20 @@
 //! - `state`: the fold over the log.
 //! - `log`: the topic: append, and a tail that applies every record.
 //! - `api`: the REST endpoints.
+//! - `error`: what a request can fail with, as status and Confluent code.
 
 pub mod compat;
 
 mod api;
+mod error;
 mod log;
 mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use joinery_runtime::http::{bind, ops_router};
 use joinery_runtime::kafka::{ensure_topics, KafkaSettings, TopicSpec};
-use joinery_runtime::{serve, Health, Telemetry};
+use joinery_runtime::Service;
 use tokio_util::sync::CancellationToken;
 
 /// The compacted topic holding every registered schema.
@@ -47,11 +48,9 @@ pub struct RegistryConfig {
     pub kafka: KafkaSettings,
 }
 
-/// Runs the registry until `cancel` fires.
+/// Runs the registry until `cancel` fires or its log tail fails.
 pub async fn run(config: RegistryConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let telemetry = Telemetry::new("registry");
-    let health = Health::default();
-    let listener = bind(config.listen).await?;
+    let mut service = Service::start("registry", config.listen, cancel).await?;
     ensure_topics(
         &config.kafka,
         &[TopicSpec {
@@ -61,11 +60,12 @@ pub async fn run(config: RegistryConfig, cancel: CancellationToken) -> anyhow::R
         }],
     )
     .await?;
-    let log = log::SchemaLog::open(&config.kafka, config.kafka.topic(SCHEMAS_TOPIC)).await?;
-    let count = log.state.lock().expect("state lock").schema_count();
+    let (log, tail) =
+        log::SchemaLog::open(&config.kafka, config.kafka.topic(SCHEMAS_TOPIC)).await?;
+    service.spawn_blocking("schema-log-tail", move |cancel| tail.run(&cancel));
+    log.restored().await?;
+    let count = log.state.lock().schema_count();
     tracing::info!(schemas = count, "restored schemas from {SCHEMAS_TOPIC}");
     let shared = Arc::new(api::Shared { log });
-    health.set_ready(true);
-    let router = api::router(shared).merge(ops_router(health, telemetry));
-    serve(listener, router, cancel).await
+    service.run(api::router(shared)).await
 }

@@ -1,20 +1,28 @@
 //! `_joinery_schemas`: the registry's only storage. A producer appends
-//! records; a tail (one thread, polling the single partition from the
-//! beginning) applies every record, its own and other instances', to the
-//! shared state, and reports the offset it has applied so that a writer can
-//! wait to read its own write.
+//! records; a tail (a blocking task of the service, polling the single
+//! partition from the beginning) applies every record, its own and other
+//! instances', to the shared state, and reports the offset it has applied
+//! so that a writer can wait to read its own write.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::error::LogError;
 use crate::state::{LogRecord, State};
 use joinery_runtime::kafka::KafkaSettings;
+
+/// How long start-up may take to read the topic to the end it had.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a write may take to be acknowledged and read back.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shared state and the log behind it.
 pub(crate) struct SchemaLog {
@@ -23,19 +31,27 @@ pub(crate) struct SchemaLog {
     topic: String,
     /// Next offset the tail will apply.
     applied: watch::Receiver<i64>,
-    stop: Arc<AtomicBool>,
+    /// The end of the topic at start-up: the state is restored once the
+    /// tail has applied up to it.
+    end_at_start: i64,
 }
 
-impl Drop for SchemaLog {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
+/// Reads the topic and applies every record to the state; run it with
+/// [`Tail::run`] as a blocking task of the service.
+pub(crate) struct Tail {
+    consumer: BaseConsumer,
+    state: Arc<Mutex<State>>,
+    applied: watch::Sender<i64>,
+    topic: String,
 }
 
 impl SchemaLog {
-    /// Starts the tail and waits until it has applied the whole topic as it
-    /// was at start-up.
-    pub(crate) async fn open(kafka: &KafkaSettings, topic: String) -> anyhow::Result<SchemaLog> {
+    /// Opens the topic: the log, and the tail that must run for the log to
+    /// advance (see [`SchemaLog::restored`]).
+    pub(crate) async fn open(
+        kafka: &KafkaSettings,
+        topic: String,
+    ) -> anyhow::Result<(SchemaLog, Tail)> {
         let consumer: BaseConsumer = kafka
             .consumer("joinery-registry-tail", &format!("{topic}-tail-unused"))
             .create()?;
@@ -47,95 +63,113 @@ impl SchemaLog {
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
         consumer.assign(&tpl)?;
         let state = Arc::new(Mutex::new(State::default()));
-        let (tx, mut applied) = watch::channel(0i64);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tail_state, tail_stop, tail_topic) =
-            (Arc::clone(&state), Arc::clone(&stop), topic.clone());
-        std::thread::Builder::new()
-            .name("registry-tail".into())
-            .spawn(move || tail(consumer, tail_state, tx, tail_stop, tail_topic))?;
-        let wait = applied.wait_for(|next| *next >= high);
-        tokio::time::timeout(Duration::from_secs(60), wait)
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("could not read {topic} to its end ({high} records) within 60 s")
-            })?
-            .map_err(|_| anyhow::anyhow!("the {topic} reader stopped"))?;
-        Ok(SchemaLog {
+        let (tx, applied) = watch::channel(0i64);
+        let tail = Tail {
+            consumer,
+            state: Arc::clone(&state),
+            applied: tx,
+            topic: topic.clone(),
+        };
+        let log = SchemaLog {
             state,
             producer: kafka.producer("joinery-registry").create()?,
             topic,
             applied,
-            stop,
-        })
+            end_at_start: high,
+        };
+        Ok((log, tail))
+    }
+
+    /// Waits until the tail has applied the whole topic as it was at start-up.
+    pub(crate) async fn restored(&self) -> anyhow::Result<()> {
+        let (topic, high) = (&self.topic, self.end_at_start);
+        let mut applied = self.applied.clone();
+        let wait = applied.wait_for(|next| *next >= high);
+        tokio::time::timeout(RESTORE_TIMEOUT, wait)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "could not read {topic} to its end ({high} records) within {} s",
+                    RESTORE_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|_| anyhow::anyhow!("the {topic} reader stopped"))?;
+        Ok(())
     }
 
     /// Appends a record, then waits until the tail has applied it, so that
     /// the caller reads its own write (and whatever landed before it).
-    pub(crate) async fn append(&self, record: &LogRecord) -> anyhow::Result<()> {
+    pub(crate) async fn append(&self, record: &LogRecord) -> Result<(), LogError> {
         let key = record.key();
-        let value = serde_json::to_string(record)?;
+        let value = serde_json::to_string(record).map_err(LogError::Encode)?;
         let offset = self
             .producer
             .send(
                 FutureRecord::to(&self.topic).key(&key).payload(&value),
-                Duration::from_secs(10),
+                APPEND_TIMEOUT,
             )
             .await
-            .map_err(|(e, _)| anyhow::anyhow!("writing to {}: {e}", self.topic))?
+            .map_err(|(source, _)| LogError::Write {
+                topic: self.topic.clone(),
+                source,
+            })?
             .offset;
         let mut applied = self.applied.clone();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            applied.wait_for(|next| *next > offset),
-        )
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{} record {offset} was written but not read back within 10 s",
-                self.topic
-            )
-        })?
-        .map_err(|_| anyhow::anyhow!("the {} reader stopped", self.topic))?;
+        tokio::time::timeout(APPEND_TIMEOUT, applied.wait_for(|next| *next > offset))
+            .await
+            .map_err(|_| LogError::NotReadBack {
+                topic: self.topic.clone(),
+                offset,
+                within: APPEND_TIMEOUT,
+            })?
+            .map_err(|_| LogError::ReaderStopped {
+                topic: self.topic.clone(),
+            })?;
         Ok(())
     }
 }
 
-fn tail(
-    consumer: BaseConsumer,
-    state: Arc<Mutex<State>>,
-    applied: watch::Sender<i64>,
-    stop: Arc<AtomicBool>,
-    topic: String,
-) {
-    // An empty topic is fully applied from the start.
-    applied.send_replace(0);
-    while !stop.load(Ordering::SeqCst) {
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "error reading {topic}; retrying");
+impl Tail {
+    /// Applies every record until `cancel` fires. A read error is logged
+    /// and the read goes on (librdkafka recovers from broker trouble by
+    /// itself); a record this registry cannot read is skipped.
+    pub(crate) fn run(self, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let Tail {
+            consumer,
+            state,
+            applied,
+            topic,
+        } = self;
+        // An empty topic is fully applied from the start.
+        applied.send_replace(0);
+        while !cancel.is_cancelled() {
+            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
                 continue;
-            }
-        };
-        if let Some(payload) = msg.payload() {
-            match serde_json::from_slice::<LogRecord>(payload) {
-                Ok(record) => {
-                    if !state.lock().expect("state lock").apply(record) {
-                        tracing::info!(
-                            offset = msg.offset(),
-                            "ignored a conflicting record (another registration won the race)"
-                        );
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "error reading {topic}; retrying");
+                    continue;
+                }
+            };
+            if let Some(payload) = msg.payload() {
+                match serde_json::from_slice::<LogRecord>(payload) {
+                    Ok(record) => {
+                        if !state.lock().apply(record) {
+                            tracing::info!(
+                                offset = msg.offset(),
+                                "ignored a conflicting record (another registration won the race)"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(offset = msg.offset(), error = %e, "{topic} holds a record this registry cannot read; skipped")
                     }
                 }
-                Err(e) => {
-                    tracing::error!(offset = msg.offset(), error = %e, "{topic} holds a record this registry cannot read; skipped")
-                }
             }
+            applied.send_replace(msg.offset() + 1);
         }
-        applied.send_replace(msg.offset() + 1);
+        Ok(())
     }
 }
