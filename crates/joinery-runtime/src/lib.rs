@@ -18,8 +18,10 @@
 //!   that resumes from offsets kept in the service's own state store.
 //! - [`rebalance`]: rebalance pause and partition restore timing.
 //! - [`retry`]: the named retry policies and the one retry loop.
+//! - [`consumer`]: the stateful consumer processor and projections share.
 
 pub mod auth;
+pub mod consumer;
 pub mod http;
 pub mod kafka;
 pub mod rebalance;

@@ -11,10 +11,7 @@ pub fn view_subject(mission: &str) -> String {
     format!("{}-value", view_topic(mission))
 }
 
-/// The compacted Kafka topic carrying `mission`'s per-citizen views.
-pub fn view_topic(mission: &str) -> String {
-    format!("joinery.views.{mission}")
-}
+pub use crate::names::view_topic;
 
 /// The registry subject of an event type on `topic`, its department's topic
 /// (TopicRecordNameStrategy: `<topic>-<record full name>`).

@@ -17,8 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Header naming a control record's kind (`reset` or `complete`).
-pub const CONTROL_HEADER: &str = "joinery.control";
+pub use crate::names::CONTROL_HEADER;
 
 /// What a control record says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

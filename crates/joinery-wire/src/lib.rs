@@ -16,6 +16,7 @@
 //! - [`registry`]: HTTP client for the registry REST API, with an id cache.
 //! - [`codec`]: Avro values to and from domain events and mission views.
 //! - [`control`]: the control records a rebuild writes on a view topic.
+//! - [`names`]: topic and header names, in one place.
 //!
 //! [`Event`]: joinery_domain::Event
 
@@ -23,6 +24,7 @@ pub mod catalog;
 pub mod codec;
 pub mod control;
 pub mod framing;
+pub mod names;
 pub mod registry;
 
 pub use catalog::Catalog;

@@ -172,10 +172,12 @@ pub(crate) fn timer_end(partition: i32, watermark: Millis) -> Vec<u8> {
     k
 }
 
-/// The citizen of a timer key.
-pub(crate) fn timer_citizen(key: &[u8], partition: i32) -> Option<CitizenKey> {
-    let rest = key.get(timer_prefix(partition).len() + 8..)?;
-    std::str::from_utf8(rest).ok()?.parse().ok()
+/// The deadline and citizen of a timer key of `partition`.
+pub(crate) fn timer_of(key: &[u8], partition: i32) -> Option<(Millis, CitizenKey)> {
+    let rest = key.strip_prefix(timer_prefix(partition).as_slice())?;
+    let deadline = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) ^ (1 << 63);
+    let citizen = std::str::from_utf8(rest.get(8..)?).ok()?.parse().ok()?;
+    Some((deadline as Millis, citizen))
 }
 
 pub(crate) fn max_time_key(partition: i32) -> Vec<u8> {
@@ -337,6 +339,8 @@ mod tests {
         let a = timer_key(1, -5, &c);
         let b = timer_key(1, 3, &c);
         assert!(a < b && b < timer_end(1, 3) && timer_end(1, 2) < b);
-        assert_eq!(timer_citizen(&b, 1), Some(c));
+        assert_eq!(timer_of(&b, 1), Some((3, c.clone())));
+        assert_eq!(timer_of(&a, 1), Some((-5, c.clone())));
+        assert_eq!(timer_of(&a, 2), None, "another partition's timer");
     }
 }

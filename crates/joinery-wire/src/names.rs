@@ -1,0 +1,57 @@
+//! Every name Joinery gives to things in Kafka, in one place: topics and
+//! record headers. Services add their namespace prefix
+//! (`KafkaSettings::topic`) to the topic names.
+
+pub use joinery_domain::department::EVENTS_TOPIC_PREFIX;
+
+/// Prefix of every mission's compacted view topic: `joinery.views.<mission>`.
+pub const VIEWS_TOPIC_PREFIX: &str = "joinery.views.";
+
+/// Where every service sends the records it could not use, with headers
+/// saying why ([`dead_letter_headers`]).
+pub const DEAD_LETTER_TOPIC: &str = "joinery.deadletter";
+
+/// The compacted topic holding every registered schema.
+pub const SCHEMAS_TOPIC: &str = "_joinery_schemas";
+
+/// Header naming a control record's kind (`reset` or `complete`) on a view
+/// topic; see [`crate::control`].
+pub const CONTROL_HEADER: &str = "joinery.control";
+
+/// Dead-letter header: a short, stable reason code (`corrupt_avro`, ...).
+pub const REASON_HEADER: &str = "joinery.reason";
+/// Dead-letter header: the full error, for a person to act on.
+pub const ERROR_HEADER: &str = "joinery.error";
+/// Dead-letter header: the topic the record was read from.
+pub const SOURCE_TOPIC_HEADER: &str = "joinery.source.topic";
+/// Dead-letter header: the partition the record was read from.
+pub const SOURCE_PARTITION_HEADER: &str = "joinery.source.partition";
+/// Dead-letter header: the record's offset in that partition.
+pub const SOURCE_OFFSET_HEADER: &str = "joinery.source.offset";
+/// Dead-letter header: the service that refused the record.
+pub const SERVICE_HEADER: &str = "joinery.service";
+
+/// The compacted Kafka topic carrying `mission`'s per-citizen views.
+pub fn view_topic(mission: &str) -> String {
+    format!("{VIEWS_TOPIC_PREFIX}{mission}")
+}
+
+/// The headers of a dead letter: why (`reason` code and `error` text), where
+/// it was read (source topic, partition, offset) and who refused it.
+pub fn dead_letter_headers(
+    reason: &str,
+    error: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    service: &str,
+) -> Vec<(String, String)> {
+    vec![
+        (REASON_HEADER.into(), reason.into()),
+        (ERROR_HEADER.into(), error.into()),
+        (SOURCE_TOPIC_HEADER.into(), topic.into()),
+        (SOURCE_PARTITION_HEADER.into(), partition.to_string()),
+        (SOURCE_OFFSET_HEADER.into(), offset.to_string()),
+        (SERVICE_HEADER.into(), service.into()),
+    ]
+}

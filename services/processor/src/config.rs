@@ -1,0 +1,63 @@
+//! The processor's configuration: where Kafka, the registry, the state and
+//! the definitions are, and how batches are worked.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use joinery_domain::event::DAY_MS;
+use joinery_domain::Millis;
+use joinery_runtime::kafka::KafkaSettings;
+use joinery_store::StoreOptions;
+
+/// Processor configuration.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Address of the operator endpoints (default `127.0.0.1:8089`).
+    pub listen: SocketAddr,
+    /// Kafka connection and partition count.
+    pub kafka: KafkaSettings,
+    /// Schema registry base URL.
+    pub registry_url: String,
+    /// Directory of the RocksDB state.
+    pub data_dir: PathBuf,
+    /// Consumer group id.
+    pub group: String,
+    /// How late an event may arrive and still be on time: deadlines resolve
+    /// at the greatest event time seen minus this (default 7 days).
+    pub allowed_lateness: Millis,
+    /// Most records per batch (one RocksDB write, one produce round).
+    pub max_batch: usize,
+    /// Threads working a batch's source partitions in parallel (default:
+    /// the machine's cores). Partitions share no state, so results do not
+    /// depend on it.
+    pub workers: usize,
+    /// RocksDB memory: shared block cache and memtable budget.
+    pub store: StoreOptions,
+    /// Evaluate only this mission (a rebuild or backfill); `None` = all.
+    pub only_mission: Option<String>,
+    /// Stop once every department partition is consumed up to where it
+    /// ended at start-up (a rebuild), reporting progress as it goes.
+    pub stop_at_end: bool,
+    /// Directory of the mission definitions (`capabilities.toml` and one file per mission).
+    pub missions_dir: PathBuf,
+}
+
+impl ProcessorConfig {
+    /// Defaults for the local stack.
+    pub fn local(kafka: KafkaSettings, registry_url: String, data_dir: PathBuf) -> ProcessorConfig {
+        ProcessorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8089)),
+            kafka,
+            registry_url,
+            data_dir,
+            group: "joinery-processor".into(),
+            allowed_lateness: 7 * DAY_MS,
+            max_batch: 40_000,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            missions_dir: PathBuf::from("missions"),
+            store: StoreOptions::default(),
+            only_mission: None,
+            stop_at_end: false,
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! From consumed department records to events, or to dead letters.
+//!
+//! Place in the data flow: the consume loop resolves each record's writer
+//! schema with the registry (the only step that may wait) and hands the
+//! records, grouped by partition, to the workers; each worker decodes its
+//! records here into [`Arrival`]s for the partition step, and turns what
+//! cannot be decoded into a dead letter with the reason, the source topic,
+//! partition and offset.
+
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use joinery_domain::{Department, Event, EventType, Millis};
+use joinery_runtime::kafka::KafkaSettings;
+use joinery_wire::codec::{event_from_value, record_name, ValueDecoder};
+use joinery_wire::framing::unframe;
+use joinery_wire::{Catalog, DecodeError};
+use rustc_hash::FxHashMap;
+
+use crate::outbox::Entry;
+use crate::step::Arrival;
+use joinery_wire::names::{dead_letter_headers, DEAD_LETTER_TOPIC};
+
+/// A consumed record's parts, borrowed for the batch, that the partition
+/// workers share.
+#[derive(Debug)]
+pub(crate) struct Input<'a> {
+    /// Source topic (with the namespace).
+    pub(crate) topic: &'a str,
+    /// Source partition.
+    pub(crate) partition: i32,
+    /// Offset in the source partition.
+    pub(crate) offset: i64,
+    /// Kafka timestamp: when the record was produced.
+    pub(crate) timestamp: Millis,
+    /// The record's key.
+    pub(crate) key: &'a [u8],
+    /// The record's value (Confluent-framed Avro).
+    pub(crate) payload: &'a [u8],
+    /// The writer schema, or why there is none (the record is a dead letter).
+    pub(crate) writer: Result<Arc<Schema>, DecodeError>,
+}
+
+/// Decodes a partition's records, keeping one Avro decoder per writer
+/// schema for the batch.
+pub(crate) struct Decoder<'s> {
+    /// The reader schemas.
+    catalog: &'s Catalog,
+    /// Topic names (the namespace).
+    kafka: &'s KafkaSettings,
+    /// One decoder per writer schema met in this batch.
+    decoders: FxHashMap<*const Schema, ValueDecoder<'s>>,
+}
+
+impl std::fmt::Debug for Decoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("schemas", &self.decoders.len())
+            .finish()
+    }
+}
+
+impl<'s> Decoder<'s> {
+    /// A decoder with no writer schema met yet.
+    pub(crate) fn new(catalog: &'s Catalog, kafka: &'s KafkaSettings) -> Decoder<'s> {
+        Decoder {
+            catalog,
+            kafka,
+            decoders: FxHashMap::default(),
+        }
+    }
+
+    /// The event a record written with `writer` carries, or why it cannot be used.
+    pub(crate) fn arrival(
+        &mut self,
+        input: &Input<'_>,
+        writer: &'s Arc<Schema>,
+    ) -> Result<Arrival, DecodeError> {
+        let event = self.decode(input, writer)?;
+        Ok(Arrival {
+            event,
+            timestamp: input.timestamp,
+        })
+    }
+
+    /// Decodes a department record with the decoder of its writer schema
+    /// (built the first time the batch meets that schema).
+    fn decode(&mut self, input: &Input<'_>, writer: &'s Arc<Schema>) -> Result<Event, DecodeError> {
+        let (_, body) = unframe(input.payload)?;
+        let name = record_name(writer).unwrap_or_default();
+        let event_type =
+            EventType::from_avro_full_name(&name).ok_or(DecodeError::UnknownRecordType(name))?;
+        let department = self
+            .kafka
+            .joinery_name(input.topic)
+            .and_then(Department::from_topic);
+        if department != Some(event_type.department()) {
+            return Err(DecodeError::WrongTopic {
+                event_type,
+                topic: input.topic.into(),
+            });
+        }
+        let decoder = match self.decoders.entry(Arc::as_ptr(writer)) {
+            std::collections::hash_map::Entry::Occupied(d) => d.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(ValueDecoder::new(
+                writer,
+                self.catalog.event_schema(event_type),
+            )?),
+        };
+        event_from_value(event_type, decoder.decode(body)?)
+    }
+}
+
+/// The dead letter of a record that could not be used: its key and value
+/// as they were, and headers saying why and where it came from.
+pub(crate) fn dead_letter(kafka: &KafkaSettings, m: &Input<'_>, err: &DecodeError) -> Entry {
+    tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset, reason = err.reason(), error = %err, "dead-lettering record");
+    Entry {
+        topic: kafka.topic(DEAD_LETTER_TOPIC),
+        key: m.key.to_vec(),
+        payload: m.payload.to_vec(),
+        headers: dead_letter_headers(
+            err.reason(),
+            &err.to_string(),
+            m.topic,
+            m.partition,
+            m.offset,
+            "processor",
+        ),
+    }
+}

@@ -1,0 +1,141 @@
+//! Which rules the processor's state was computed with, and what happens
+//! when they change.
+//!
+//! Every stored evaluation and timer follows from the missions and the
+//! allowed lateness. The state keeps a description of them (a stable
+//! serialisation, [`joinery_engine::fingerprint`]); a processor started with
+//! other rules deletes its state and rebuilds it from the beginning of the
+//! department log.
+
+use joinery_engine::MissionDef;
+use joinery_store::Store;
+
+use crate::ProcessorConfig;
+
+/// Key of the description of the definitions (missions and lateness) the
+/// state was computed with.
+const DEFINITIONS_KEY: &[u8] = b"d/definitions";
+
+/// The description of the rules stored with the state.
+fn description(config: &ProcessorConfig, missions: &[MissionDef]) -> String {
+    format!(
+        "v2 allowed_lateness={}\n{}",
+        config.allowed_lateness,
+        joinery_engine::fingerprint(missions)
+    )
+}
+
+/// The description an earlier version stored (the `Debug` text of the
+/// compiled missions), still taken to match so that upgrading does not
+/// rebuild state computed by the same rules; replaced on the first start.
+fn legacy_description(config: &ProcessorConfig, missions: &[MissionDef]) -> String {
+    format!(
+        "allowed_lateness={}\n{missions:#?}",
+        config.allowed_lateness
+    )
+}
+
+/// Opens the state. When it was computed with other definitions (a mission
+/// added, removed or changed, or another lateness), its stored evaluations
+/// and timers are those of the old rules: it is deleted, and the processor
+/// rebuilds it from the beginning of the department log. State from before
+/// the description was kept is taken to match.
+pub(crate) fn open_state(
+    config: &ProcessorConfig,
+    missions: &[MissionDef],
+) -> anyhow::Result<Store> {
+    let description = description(config, missions);
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = Store::open(&config.data_dir, &config.store)?;
+    // A partition's watermark is written with its first batch.
+    let fresh = store.scan(b"w/", None)?.is_empty();
+    let store = match store.get(DEFINITIONS_KEY)? {
+        Some(d) if d == description.as_bytes() => return Ok(store),
+        Some(d) if d == legacy_description(config, missions).as_bytes() => {
+            tracing::info!(
+                "state computed by the same rules under an earlier description: keeping it"
+            );
+            store
+        }
+        Some(_) => {
+            tracing::warn!(dir = %config.data_dir.display(), "the mission definitions or the allowed lateness changed since this state was computed: deleting it and rebuilding it from the beginning of the department log (run `joinery rebuild <mission>` for each changed mission so that its earlier views stop counting)");
+            drop(store);
+            std::fs::remove_dir_all(&config.data_dir)?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            Store::open(&config.data_dir, &config.store)?
+        }
+        None if !fresh => {
+            tracing::info!(
+                "state from a version that did not record its definitions: taken to match them"
+            );
+            store
+        }
+        None => store,
+    };
+    let mut b = store.batch();
+    b.put(DEFINITIONS_KEY, description.as_bytes());
+    store.write(b)?;
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use joinery_runtime::kafka::KafkaSettings;
+
+    fn missions() -> Vec<MissionDef> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions");
+        joinery_engine::load_missions(&dir).expect("the repository's missions load")
+    }
+
+    fn config(dir: &std::path::Path) -> ProcessorConfig {
+        ProcessorConfig::local(
+            KafkaSettings::new("127.0.0.1:1"),
+            String::new(),
+            dir.to_owned(),
+        )
+    }
+
+    #[test]
+    fn state_survives_a_reworded_mission_and_goes_when_a_rule_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("state");
+        let config = config(&data);
+        let mut defs = missions();
+        let store = open_state(&config, &defs).expect("opens");
+        let mut b = store.batch();
+        b.put(b"c/keep", b"1");
+        store.write(b).expect("writes");
+        drop(store);
+
+        defs[0].title = "A new title".into();
+        let store = open_state(&config, &defs).expect("opens");
+        assert!(store.get(b"c/keep").expect("reads").is_some(), "kept");
+        drop(store);
+
+        defs[0].outcomes[0].within_days += 1;
+        let store = open_state(&config, &defs).expect("opens");
+        assert!(store.get(b"c/keep").expect("reads").is_none(), "rebuilt");
+    }
+
+    #[test]
+    fn state_described_by_an_earlier_version_is_kept_when_its_rules_are_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(&dir.path().join("state"));
+        let defs = missions();
+        std::fs::create_dir_all(&config.data_dir).expect("mkdir");
+        let store = Store::open(&config.data_dir, &config.store).expect("opens");
+        let mut b = store.batch();
+        b.put(DEFINITIONS_KEY, legacy_description(&config, &defs));
+        b.put(b"c/keep", b"1");
+        store.write(b).expect("writes");
+        drop(store);
+        let store = open_state(&config, &defs).expect("opens");
+        assert!(store.get(b"c/keep").expect("reads").is_some());
+        assert_eq!(
+            store.get(DEFINITIONS_KEY).expect("reads"),
+            Some(description(&config, &defs).into_bytes()),
+            "the description is rewritten in the new form"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! The partition step: the heart of the processor, as a function of data.
+//!
+//! Place in the data flow: the consume loop decodes a batch of department
+//! records and groups them by source partition; for each partition,
+//! [`crate::partition::work`] reads what the step needs from the state
+//! (through [`crate::partition::PartitionReader`]) and calls [`step`], whose
+//! output the shell writes to RocksDB in one batch with the offsets and the
+//! outbox, then publishes. The step itself touches no Kafka, no RocksDB and
+//! no clock: the same records and stored state give the same output, which
+//! is what makes a replay, a rebuild and a crash recovery agree with the live
+//! run. Its properties are tested on their own (`step/tests.rs`).
+//!
+//! Per partition and batch it:
+//! 1. applies each event to its citizen (an event already held changes
+//!    nothing);
+//! 2. advances the partition's watermark (greatest event time seen minus the
+//!    allowed lateness) and fires the timers it passes;
+//! 3. evaluates every mission for each changed citizen, and returns a view
+//!    for each evaluation a reader could see change, with a version derived
+//!    from the log alone ([`view_version`]);
+//! 4. returns each changed citizen's record and the timers to set and clear.
+
+use std::collections::BTreeMap;
+
+use joinery_domain::{CitizenKey, Event, EventType, Millis, MissionView};
+use joinery_engine::{Evaluation, Mission, MissionDef};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::state::{CitizenRecord, Published};
+
+#[cfg(test)]
+mod tests;
+
+/// The rules every batch is worked by: the compiled missions and the allowed
+/// lateness. Only these and the log decide the output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules<'a> {
+    /// The missions evaluated for every changed citizen.
+    pub(crate) missions: &'a [MissionDef],
+    /// How far behind the greatest event time the watermark stays.
+    pub(crate) allowed_lateness: Millis,
+}
+
+/// One decoded department event of the batch, in consumed order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Arrival {
+    /// The event.
+    pub(crate) event: Event,
+    /// Its Kafka timestamp: when it was produced (for freshness only).
+    pub(crate) timestamp: Millis,
+}
+
+/// Where a partition's watermark stands before and after a batch, decided
+/// before anything is read but the stored greatest event time, so that the
+/// reader knows which timers fall due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Greatest event time seen once the batch is applied (stored).
+    pub(crate) max_time: Millis,
+    /// The watermark before the batch.
+    pub(crate) previous: Millis,
+    /// The watermark after the batch.
+    pub(crate) watermark: Millis,
+}
+
+impl Plan {
+    /// Whether the batch moves the watermark, so that timers in
+    /// `(previous, watermark]` fall due.
+    pub(crate) fn fires_timers(&self) -> bool {
+        self.watermark > self.previous
+    }
+}
+
+impl Rules<'_> {
+    /// The watermark plan for a batch, from the stored greatest event time
+    /// (`None` before the partition's first batch).
+    pub(crate) fn plan(&self, stored_max_time: Option<Millis>, arrivals: &[Arrival]) -> Plan {
+        let stored = stored_max_time.unwrap_or(Millis::MIN);
+        let seen = arrivals
+            .iter()
+            .map(|a| a.event.occurred_at)
+            .max()
+            .unwrap_or(Millis::MIN);
+        let max_time = stored.max(seen);
+        Plan {
+            max_time,
+            previous: stored.saturating_sub(self.allowed_lateness),
+            watermark: max_time.saturating_sub(self.allowed_lateness),
+        }
+    }
+}
+
+/// What the step reads: the stored records of the batch's citizens and of
+/// the citizens whose timers fall due, and those timers.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// Stored records by citizen; a citizen not here has none yet.
+    pub(crate) citizens: FxHashMap<CitizenKey, CitizenRecord>,
+    /// Timers in `(plan.previous, plan.watermark]`, in stored order
+    /// (deadline, then citizen).
+    pub(crate) due_timers: Vec<(Millis, CitizenKey)>,
+}
+
+/// Events applied and ignored in a batch, by event type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct EventCounts {
+    /// (event type, applied) → how many: `false` counts events already held.
+    pub(crate) by_type: BTreeMap<(EventType, bool), u64>,
+}
+
+/// Everything one batch changes in one partition, before it is written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct StepOutput {
+    /// The greatest event time seen, to store.
+    pub(crate) max_time: Millis,
+    /// The watermark after the batch.
+    pub(crate) watermark: Millis,
+    /// Changed citizens' records, in the order they were first touched.
+    pub(crate) records: Vec<(CitizenKey, CitizenRecord)>,
+    /// Timers to delete: those that fired and those replaced.
+    pub(crate) timers_cleared: Vec<(Millis, CitizenKey)>,
+    /// Timers to set (written after the deletes).
+    pub(crate) timers_set: Vec<(Millis, CitizenKey)>,
+    /// Views to publish, in order (a citizen's views keep their order).
+    pub(crate) views: Vec<MissionView>,
+    /// Events applied and ignored, for the metrics.
+    pub(crate) counts: EventCounts,
+}
+
+/// A view's version: the watermark it was evaluated at (ms, 42 bits) then
+/// the number of distinct events behind it (21 bits). A visible change needs
+/// a new event or a higher watermark, so versions strictly increase per
+/// citizen; and they depend only on the log, so an instance that rebuilds a
+/// partition from the log (after a crash, a rebalance or a rebuild) produces
+/// the same versions, and projections keep the newest view whoever sent it.
+pub fn view_version(watermark: Millis, distinct_events: usize) -> i64 {
+    let w = watermark.clamp(0, (1 << 42) - 1);
+    let n = (distinct_events as i64).min((1 << 21) - 1);
+    (w << 21) | n
+}
+
+/// Whether a reader could see the difference between the evaluation last
+/// published (if any) and a new one. `next_deadline` is the processor's own
+/// business and is not published.
+fn visible_change(previous: Option<&Published>, eval: &Evaluation) -> bool {
+    match previous {
+        None => eval.in_cohort || !eval.snapshots.is_empty(),
+        Some(prev) => {
+            let a = &prev.evaluation;
+            (
+                a.in_cohort,
+                &a.area_code,
+                &a.cohort_month,
+                &a.outcomes,
+                &a.snapshots,
+            ) != (
+                eval.in_cohort,
+                &eval.area_code,
+                &eval.cohort_month,
+                &eval.outcomes,
+                &eval.snapshots,
+            )
+        }
+    }
+}
+
+/// Works one partition's share of a batch; see the module docs. `loaded`
+/// must hold every stored record of the citizens of `arrivals` and of
+/// `loaded.due_timers` (a citizen without a record is new).
+pub(crate) fn step(
+    rules: &Rules<'_>,
+    plan: &Plan,
+    loaded: Loaded,
+    arrivals: Vec<Arrival>,
+) -> StepOutput {
+    let Loaded {
+        mut citizens,
+        due_timers,
+    } = loaded;
+    let mut out = StepOutput {
+        max_time: plan.max_time,
+        watermark: plan.watermark,
+        ..StepOutput::default()
+    };
+    // Changed citizens, in first-touched order, and the same as a set.
+    let mut dirty: Vec<CitizenKey> = Vec::new();
+    let mut is_dirty: FxHashSet<CitizenKey> = FxHashSet::default();
+    let mut fired: FxHashSet<CitizenKey> = FxHashSet::default();
+    // The record that moves the watermark (the first consumed with the
+    // greatest event time): the cause of the timers it fires, for
+    // freshness. Only `ingested_at` depends on it; which record it is can
+    // differ between runs when topics interleave differently.
+    let mut seen = Millis::MIN;
+    let mut watermark_cause = 0;
+    for Arrival { event, timestamp } in arrivals {
+        if event.occurred_at > seen {
+            seen = event.occurred_at;
+            watermark_cause = timestamp;
+        }
+        let event_type = event.event_type;
+        let citizen = event.citizen_key.clone();
+        let record = citizens.entry(citizen.clone()).or_default();
+        let applied = record.events.insert(event);
+        if applied {
+            record.ingested_at = record.ingested_at.max(timestamp);
+            if is_dirty.insert(citizen.clone()) {
+                dirty.push(citizen);
+            }
+        }
+        *out.counts.by_type.entry((event_type, applied)).or_default() += 1;
+    }
+
+    if plan.fires_timers() {
+        for (deadline, citizen) in due_timers {
+            citizens.entry(citizen.clone()).or_default().timer = None;
+            fired.insert(citizen.clone());
+            out.timers_cleared.push((deadline, citizen.clone()));
+            if is_dirty.insert(citizen.clone()) {
+                dirty.push(citizen);
+            }
+        }
+    }
+
+    let wm = plan.watermark;
+    for citizen in dirty {
+        let mut record = citizens
+            .remove(&citizen)
+            .expect("every dirty citizen was loaded or created above");
+        // What a changed view reflects: the citizen's own newest event,
+        // or, when a timer fired, the record that moved the watermark.
+        let cause = if fired.contains(&citizen) {
+            record.ingested_at.max(watermark_cause)
+        } else {
+            record.ingested_at
+        };
+        let mut next_timer: Option<Millis> = None;
+        for mission in rules.missions {
+            let eval = mission.evaluate(&record.events, wm);
+            next_timer = match (next_timer, eval.next_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let previous = record.views.get(mission.id());
+            if !visible_change(previous, &eval) {
+                continue;
+            }
+            let version = view_version(wm, record.events.len());
+            if previous.is_some_and(|p| p.version >= version) {
+                // Cannot happen: a visible change needs a new event or a higher watermark.
+                tracing::error!(citizen = %citizen, version, "view version did not increase; view not published");
+                continue;
+            }
+            out.views.push(MissionView {
+                mission: mission.id().into(),
+                citizen_key: citizen.clone(),
+                version,
+                watermark: wm,
+                in_cohort: eval.in_cohort,
+                area_code: eval.area_code.clone(),
+                cohort_month: eval.cohort_month.clone(),
+                outcomes: eval.outcomes.clone(),
+                snapshots: eval.snapshots.clone(),
+                ingested_at: cause,
+            });
+            record.views.insert(
+                mission.id().into(),
+                Published {
+                    version,
+                    evaluation: eval,
+                },
+            );
+        }
+        if record.timer != next_timer {
+            if let Some(old) = record.timer {
+                out.timers_cleared.push((old, citizen.clone()));
+            }
+            if let Some(new) = next_timer {
+                out.timers_set.push((new, citizen.clone()));
+            }
+            record.timer = next_timer;
+        }
+        out.records.push((citizen, record));
+    }
+    out
+}

@@ -1,0 +1,527 @@
+//! The partition step on its own: hand-checked cases and properties over
+//! random journeys, against an in-memory partition and against RocksDB.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use joinery_domain::event::DAY_MS;
+use joinery_domain::{CitizenKey, Event, EventId, EventType, FieldValue, Millis, MissionView};
+use joinery_engine::{Evaluation, Mission, MissionDef};
+use joinery_store::{Store, StoreOptions};
+use proptest::prelude::*;
+
+use super::*;
+use crate::partition::{self, write_ops, PartitionReader, StorePartition};
+
+const T0: Millis = 1_767_225_600_000; // 2026-01-01
+const LATENESS: Millis = 7 * DAY_MS;
+
+fn missions() -> Vec<MissionDef> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions");
+    joinery_engine::load_missions(&dir).expect("the repository's missions load")
+}
+
+fn rules(missions: &[MissionDef]) -> Rules<'_> {
+    Rules {
+        missions,
+        allowed_lateness: LATENESS,
+    }
+}
+
+fn citizen(n: u8) -> CitizenKey {
+    format!("{n:02x}").repeat(32).parse().expect("a valid key")
+}
+
+fn text(s: &str) -> FieldValue {
+    FieldValue::Text(s.into())
+}
+
+/// Event `id` of citizen `c`, `day` days after 2026-01-01, produced to
+/// Kafka an hour after it happened.
+fn event(c: u8, id: u128, t: EventType, day: i64, fields: &[(&str, FieldValue)]) -> Arrival {
+    let at = T0 + day * DAY_MS;
+    Arrival {
+        event: Event {
+            event_id: EventId(uuid::Uuid::from_u128(id)),
+            event_type: t,
+            occurred_at: at,
+            recorded_at: at,
+            citizen_key: citizen(c),
+            area_code: Some("E08000025".into()),
+            birth_year_month: Some("2008-03".into()),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        },
+        timestamp: at + 3_600_000,
+    }
+}
+
+/// One of the events the repository's missions read, chosen by `kind`.
+fn any_event(c: u8, id: u128, kind: u8, day: i64, n: u8) -> Arrival {
+    let provider = format!("P{n}");
+    let job = format!("E{n}");
+    match kind {
+        0 => event(
+            c,
+            id,
+            EventType::EducationExited,
+            day,
+            &[("provider_urn", text(&provider))],
+        ),
+        1 => event(
+            c,
+            id,
+            EventType::EducationEnrolled,
+            day,
+            &[("provider_urn", text(&provider))],
+        ),
+        2 => event(
+            c,
+            id,
+            EventType::EmploymentStarted,
+            day,
+            &[("employment_id", text(&job))],
+        ),
+        3 => event(
+            c,
+            id,
+            EventType::EmploymentEnded,
+            day,
+            &[("employment_id", text(&job))],
+        ),
+        4 => event(
+            c,
+            id,
+            EventType::BenefitClaimStarted,
+            day,
+            &[
+                ("claim_id", text("C1")),
+                ("health_condition", FieldValue::Bool(n > 0)),
+            ],
+        ),
+        5 => event(
+            c,
+            id,
+            EventType::ReferralReceived,
+            day,
+            &[
+                ("referral_id", text("R1")),
+                ("pathway", text("MENTAL_HEALTH")),
+            ],
+        ),
+        6 => event(
+            c,
+            id,
+            EventType::TreatmentStarted,
+            day,
+            &[
+                ("referral_id", text("R1")),
+                ("pathway", text("MENTAL_HEALTH")),
+            ],
+        ),
+        7 => event(c, id, EventType::ReleasedFromCustody, day, &[]),
+        _ => event(
+            c,
+            id,
+            EventType::AccommodationRecorded,
+            day,
+            &[("status", text("SETTLED"))],
+        ),
+    }
+}
+
+/// A partition held in memory: what RocksDB holds, as plain collections.
+#[derive(Debug, Clone, Default)]
+struct Memory {
+    max_time: Option<Millis>,
+    citizens: BTreeMap<CitizenKey, CitizenRecord>,
+    timers: BTreeSet<(Millis, CitizenKey)>,
+    /// Every view published, in order.
+    published: Vec<MissionView>,
+}
+
+impl PartitionReader for Memory {
+    fn max_time(&self) -> anyhow::Result<Option<Millis>> {
+        Ok(self.max_time)
+    }
+
+    fn due_timers(&self, after: Millis, upto: Millis) -> anyhow::Result<Vec<(Millis, CitizenKey)>> {
+        Ok(self
+            .timers
+            .iter()
+            .filter(|(t, _)| *t > after && *t <= upto)
+            .cloned()
+            .collect())
+    }
+
+    fn records(&self, citizens: &[&CitizenKey]) -> anyhow::Result<Vec<Option<CitizenRecord>>> {
+        Ok(citizens
+            .iter()
+            .map(|c| self.citizens.get(*c).cloned())
+            .collect())
+    }
+}
+
+impl Memory {
+    /// Works a batch and keeps what it changed, as the processor does.
+    fn apply(&mut self, rules: &Rules<'_>, arrivals: Vec<Arrival>) -> StepOutput {
+        let out = partition::work(self, rules, arrivals).expect("memory reads cannot fail");
+        self.max_time = Some(out.max_time);
+        for t in &out.timers_cleared {
+            self.timers.remove(t);
+        }
+        for t in &out.timers_set {
+            self.timers.insert(t.clone());
+        }
+        for (c, r) in &out.records {
+            self.citizens.insert(c.clone(), r.clone());
+        }
+        self.published.extend(out.views.iter().cloned());
+        out
+    }
+}
+
+/// What a reader can see of an evaluation (versions and the watermark it
+/// was published at depend on batching; this does not).
+type Visible = (
+    bool,
+    Option<String>,
+    Option<String>,
+    Vec<joinery_domain::OutcomeView>,
+    Vec<joinery_domain::SnapshotView>,
+);
+
+fn visible(e: &Evaluation) -> Visible {
+    (
+        e.in_cohort,
+        e.area_code.clone(),
+        e.cohort_month.clone(),
+        e.outcomes.clone(),
+        e.snapshots.clone(),
+    )
+}
+
+fn visible_view(v: &MissionView) -> Visible {
+    (
+        v.in_cohort,
+        v.area_code.clone(),
+        v.cohort_month.clone(),
+        v.outcomes.clone(),
+        v.snapshots.clone(),
+    )
+}
+
+/// A citizen's events, visible evaluations by mission, newest Kafka
+/// timestamp, and timer.
+type SettledCitizen = (
+    Vec<Event>,
+    BTreeMap<String, Visible>,
+    Millis,
+    Option<Millis>,
+);
+
+/// The part of a partition that must not depend on how its records were
+/// batched: events, evaluations as a reader sees them, freshness, timers,
+/// the greatest event time, and each citizen's last published view. (A
+/// stored evaluation's own `next_deadline` is left out: it is kept from the
+/// last visible change only, while the timer, compared, follows every
+/// evaluation.)
+#[derive(Debug, PartialEq)]
+struct Settled {
+    max_time: Option<Millis>,
+    citizens: BTreeMap<CitizenKey, SettledCitizen>,
+    timers: BTreeSet<(Millis, CitizenKey)>,
+    last_views: BTreeMap<(String, CitizenKey), Visible>,
+}
+
+fn settled(m: &Memory) -> Settled {
+    Settled {
+        max_time: m.max_time,
+        citizens: m
+            .citizens
+            .iter()
+            .map(|(c, r)| {
+                let views = r
+                    .views
+                    .iter()
+                    .map(|(id, p)| (id.clone(), visible(&p.evaluation)))
+                    .collect();
+                (
+                    c.clone(),
+                    (
+                        r.events.iter().cloned().collect(),
+                        views,
+                        r.ingested_at,
+                        r.timer,
+                    ),
+                )
+            })
+            .collect(),
+        timers: m.timers.clone(),
+        last_views: m
+            .published
+            .iter()
+            .map(|v| ((v.mission.clone(), v.citizen_key.clone()), visible_view(v)))
+            .collect(),
+    }
+}
+
+#[test]
+fn versions_grow_with_the_watermark_then_with_events() {
+    assert!(view_version(1_000, 1) < view_version(1_000, 2));
+    assert!(view_version(1_000, 9) < view_version(1_001, 1));
+    assert_eq!(view_version(-5, 3), view_version(0, 3));
+    assert!(
+        view_version(4_102_444_800_000, 1) > 0,
+        "positive until well past 2100"
+    );
+}
+
+#[test]
+fn a_leaver_is_pending_until_the_watermark_passes_the_deadline_then_not_achieved() {
+    let defs = missions();
+    let rules = rules(&defs);
+    let mut p = Memory::default();
+    let out = p.apply(
+        &rules,
+        vec![event(
+            1,
+            1,
+            EventType::EducationExited,
+            0,
+            &[("provider_urn", text("P1"))],
+        )],
+    );
+    let view = out
+        .views
+        .iter()
+        .find(|v| v.mission == "opportunity")
+        .expect("the leaver enters the opportunity cohort");
+    assert!(view.in_cohort);
+    assert!(view
+        .outcomes
+        .iter()
+        .all(|o| o.status == joinery_domain::OutcomeState::Pending));
+    assert_eq!(out.watermark, T0 - LATENESS);
+    let (deadline, who) = p
+        .timers
+        .iter()
+        .next()
+        .cloned()
+        .expect("a timer is set for the window's end");
+    assert_eq!(who, citizen(1));
+
+    // Another citizen's event moves the watermark past the outcome's
+    // 180-day window: the timer fires and the leaver's outcome is decided
+    // without an event of theirs.
+    let day = 180 + LATENESS / DAY_MS + 1;
+    let out = p.apply(
+        &rules,
+        vec![event(2, 2, EventType::ReleasedFromCustody, day, &[])],
+    );
+    assert!(
+        out.timers_cleared.contains(&(deadline, citizen(1))),
+        "the due timer is cleared"
+    );
+    let decided = out
+        .views
+        .iter()
+        .find(|v| v.mission == "opportunity" && v.citizen_key == citizen(1))
+        .expect("the leaver's view changes when the deadline passes");
+    assert!(decided
+        .outcomes
+        .iter()
+        .any(|o| o.status == joinery_domain::OutcomeState::NotAchieved));
+    assert!(decided.version > view.version);
+}
+
+#[test]
+fn a_batch_without_news_writes_nothing_but_the_watermark() {
+    let defs = missions();
+    let rules = rules(&defs);
+    let mut p = Memory::default();
+    let batch = vec![
+        any_event(1, 1, 0, 10, 1),
+        any_event(1, 2, 2, 40, 1),
+        any_event(2, 3, 7, 20, 0),
+    ];
+    p.apply(&rules, batch.clone());
+    let again = p.apply(&rules, batch);
+    assert!(again.records.is_empty() && again.views.is_empty());
+    assert!(again.timers_cleared.is_empty() && again.timers_set.is_empty());
+    assert_eq!(again.counts.by_type.values().sum::<u64>(), 3);
+    assert!(
+        again.counts.by_type.keys().all(|(_, applied)| !applied),
+        "all three were duplicates"
+    );
+}
+
+/// A random journey of up to three citizens, with duplicates: a pool of
+/// events, then the order they arrive in (any pool event, any number of times).
+fn journey() -> impl Strategy<Value = Vec<Arrival>> {
+    let one = (0u8..3, 0u8..9, 0i64..500, 0u8..3);
+    proptest::collection::vec(one, 1..24).prop_flat_map(|pool| {
+        let events: Vec<Arrival> = pool
+            .iter()
+            .enumerate()
+            .map(|(i, (c, kind, day, n))| any_event(*c, i as u128 + 1, *kind, *day, *n))
+            .collect();
+        let len = events.len();
+        proptest::collection::vec(0..len, len..len * 2)
+            .prop_map(move |order| order.into_iter().map(|i| events[i].clone()).collect())
+    })
+}
+
+/// Cuts `arrivals` into batches at the (sorted, distinct) cut points.
+fn batches(arrivals: &[Arrival], cuts: &[usize]) -> Vec<Vec<Arrival>> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (arrivals.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for c in cuts.into_iter().chain([arrivals.len()]) {
+        if c > start {
+            out.push(arrivals[start..c].to_vec());
+            start = c;
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// One batch, or the same records in several: the same events, the
+    /// same evaluations, timers and watermark, and the same last view of
+    /// every citizen; each citizen's versions only grow.
+    #[test]
+    fn a_partition_does_not_depend_on_how_its_records_were_batched(
+        arrivals in journey(),
+        cuts in proptest::collection::vec(0usize..64, 0..6),
+    ) {
+        let defs = missions();
+        let rules = rules(&defs);
+        let mut whole = Memory::default();
+        whole.apply(&rules, arrivals.clone());
+        let mut split = Memory::default();
+        for batch in batches(&arrivals, &cuts) {
+            split.apply(&rules, batch);
+        }
+        prop_assert_eq!(settled(&whole), settled(&split));
+        let mut last: BTreeMap<(String, CitizenKey), i64> = BTreeMap::new();
+        for v in &split.published {
+            let before = last.insert((v.mission.clone(), v.citizen_key.clone()), v.version);
+            prop_assert!(before.is_none_or(|b| b < v.version), "versions grow");
+        }
+    }
+
+    /// Whatever the batching, each citizen's last view is what the engine
+    /// says of all their events at the final watermark (a clean replay).
+    #[test]
+    fn the_last_views_are_those_of_a_clean_evaluation_at_the_final_watermark(
+        arrivals in journey(),
+        cuts in proptest::collection::vec(0usize..64, 0..6),
+    ) {
+        let defs = missions();
+        let rules = rules(&defs);
+        let mut p = Memory::default();
+        for batch in batches(&arrivals, &cuts) {
+            p.apply(&rules, batch);
+        }
+        let wm = p.max_time.expect("a batch ran").saturating_sub(LATENESS);
+        let s = settled(&p);
+        for (c, record) in &p.citizens {
+            for m in &defs {
+                let eval = m.evaluate(&record.events, wm);
+                let last = s.last_views.get(&(m.id().to_owned(), c.clone()));
+                match last {
+                    Some(v) => prop_assert_eq!(v, &visible(&eval)),
+                    None => prop_assert!(!eval.in_cohort && eval.snapshots.is_empty()),
+                }
+            }
+        }
+    }
+
+    /// A batch applied a second time changes nothing: its events are all
+    /// held, and the watermark has not moved.
+    #[test]
+    fn a_batch_applied_twice_changes_nothing(arrivals in journey()) {
+        let defs = missions();
+        let rules = rules(&defs);
+        let mut p = Memory::default();
+        let first = p.apply(&rules, arrivals.clone());
+        let before = settled(&p);
+        let again = p.apply(&rules, arrivals);
+        prop_assert!(again.records.is_empty() && again.views.is_empty());
+        prop_assert!(again.timers_set.is_empty() && again.timers_cleared.is_empty());
+        prop_assert_eq!(again.max_time, first.max_time);
+        prop_assert_eq!(before, settled(&p));
+    }
+
+    /// The order departments' records arrive in does not change the result.
+    #[test]
+    fn the_order_of_arrival_within_a_batch_does_not_change_the_result(
+        arrivals in journey(),
+        seed in any::<u64>(),
+    ) {
+        let defs = missions();
+        let rules = rules(&defs);
+        let mut shuffled = arrivals.clone();
+        // A deterministic shuffle from the seed.
+        let mut s = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let (mut a, mut b) = (Memory::default(), Memory::default());
+        a.apply(&rules, arrivals);
+        b.apply(&rules, shuffled);
+        prop_assert_eq!(settled(&a), settled(&b));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The RocksDB partition (keys, timer ranges, record encoding) reads
+    /// back exactly what the in-memory one holds, batch after batch.
+    #[test]
+    fn the_rocksdb_partition_agrees_with_the_in_memory_one(
+        arrivals in journey(),
+        cuts in proptest::collection::vec(0usize..64, 0..6),
+    ) {
+        let defs = missions();
+        let rules = rules(&defs);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("opens");
+        let p = 3;
+        let mut memory = Memory::default();
+        for batch in batches(&arrivals, &cuts) {
+            let stored = partition::work(&StorePartition { store: &store, partition: p }, &rules, batch.clone())
+                .expect("reads");
+            let expected = memory.apply(&rules, batch);
+            prop_assert_eq!(&stored, &expected);
+            let mut b = store.batch();
+            for (k, v) in write_ops(p, &stored).expect("encodes") {
+                match v {
+                    Some(v) => b.put(k, v),
+                    None => b.delete(k),
+                }
+            }
+            store.write(b).expect("writes");
+        }
+        let reader = StorePartition { store: &store, partition: p };
+        prop_assert_eq!(reader.max_time().expect("reads"), memory.max_time);
+        prop_assert_eq!(
+            reader.due_timers(Millis::MIN, Millis::MAX - 1).expect("reads"),
+            memory.timers.iter().cloned().collect::<Vec<_>>()
+        );
+        let keys: Vec<&CitizenKey> = memory.citizens.keys().collect();
+        let records: Vec<CitizenRecord> = reader.records(&keys).expect("reads").into_iter().flatten().collect();
+        prop_assert_eq!(records, memory.citizens.values().cloned().collect::<Vec<_>>());
+    }
+}

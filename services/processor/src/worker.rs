@@ -1,0 +1,218 @@
+//! The I/O shell around the partition step: one batch of consumed records
+//! becomes, per source partition, decoded events, a step, and one RocksDB
+//! write of state, offsets and outbox, then records handed to the producer.
+//!
+//! Partitions share no state, so the batch's partitions are dealt to a pool
+//! of worker threads; each partition's state and offsets stay consistent
+//! whatever crashes when.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use joinery_runtime::retry::Policy;
+use joinery_wire::codec::{view_to_value, writer_schema, ValueEncoder};
+use joinery_wire::framing::{frame, unframe};
+use joinery_wire::names::view_topic;
+use joinery_wire::DecodeError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
+
+use crate::decode::{dead_letter, Decoder, Input};
+use crate::outbox::Entry;
+use crate::partition::{self, Op, StorePartition};
+use crate::publish::Handed;
+use crate::service::Processor;
+use crate::step::Rules;
+
+/// What one partition's share of a batch changes, before it is written.
+#[derive(Default)]
+struct PartitionWork {
+    /// Writes in the order they were decided: `None` deletes the key.
+    ops: Vec<Op>,
+    /// Next offset of each source topic partition.
+    offsets: BTreeMap<(String, i32), i64>,
+    /// Views and dead letters to publish, in order.
+    outbox: Vec<Entry>,
+}
+
+/// One source partition's records in a batch.
+type PartitionInputs<'a> = (i32, Vec<Input<'a>>);
+
+impl Processor {
+    /// The rules the partition step works by.
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            missions: &self.missions,
+            allowed_lateness: self.config.allowed_lateness,
+        }
+    }
+
+    /// Counts and builds the dead letter of a record that cannot be used.
+    fn dead_letter(&self, input: &Input<'_>, e: &DecodeError) -> Entry {
+        self.metrics
+            .dead_letters
+            .with_label_values(&[input.topic, e.reason()])
+            .inc();
+        dead_letter(&self.config.kafka, input, e)
+    }
+
+    /// The writer schema of a record (the only step that may wait: while the
+    /// registry is unreachable; cached after the first record of each schema).
+    async fn writer_of(&self, m: &BorrowedMessage<'_>) -> Result<Arc<Schema>, DecodeError> {
+        let (id, _) = unframe(m.payload().unwrap_or_default())?;
+        writer_schema(&self.registry, id, &Policy::REGISTRY_UNREACHABLE).await
+    }
+
+    /// Processes one batch. The records are grouped by source partition
+    /// (their writer schemas fetched first: the only step that waits), and
+    /// the partitions are dealt to the workers. Each worker, on its own
+    /// thread, works its partitions (see [`Processor::work_share`]).
+    pub(crate) async fn process(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
+        let mut inputs: BTreeMap<i32, Vec<Input<'_>>> = BTreeMap::new();
+        for m in messages {
+            let writer = match self.writer_of(m).await {
+                Err(e) if !e.is_poison() => anyhow::bail!(
+                    "cannot resolve the writer schema of {}/{}@{}: {e}; stopping so that the record is read again on restart",
+                    m.topic(),
+                    m.partition(),
+                    m.offset()
+                ),
+                other => other,
+            };
+            inputs.entry(m.partition()).or_default().push(Input {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis().unwrap_or(0),
+                key: m.key().unwrap_or_default(),
+                payload: m.payload().unwrap_or_default(),
+                writer,
+            });
+        }
+        let inputs: Vec<PartitionInputs<'_>> = inputs.into_iter().collect();
+        let workers = self.config.workers.max(1).min(inputs.len().max(1));
+        let handed: Vec<anyhow::Result<Handed>> = if workers <= 1 {
+            vec![self.work_share(inputs)]
+        } else {
+            // Deal partitions to workers by load, biggest first.
+            let mut shares: Vec<(usize, Vec<PartitionInputs<'_>>)> =
+                (0..workers).map(|_| (0, Vec::new())).collect();
+            let mut inputs = inputs;
+            inputs.sort_by_key(|(_, e)| std::cmp::Reverse(e.len()));
+            for part in inputs {
+                let lightest = shares
+                    .iter_mut()
+                    .min_by_key(|(n, _)| *n)
+                    .expect("at least one worker");
+                lightest.0 += part.1.len();
+                lightest.1.push(part);
+            }
+            tokio::task::block_in_place(|| {
+                use rayon::prelude::*;
+                self.workers.install(|| {
+                    shares
+                        .into_par_iter()
+                        .map(|(_, parts)| self.work_share(parts))
+                        .collect()
+                })
+            })
+        };
+        let mut shares = Vec::with_capacity(handed.len());
+        for h in handed {
+            shares.push(h?);
+        }
+        self.publisher.await_deliveries(shares);
+        self.publisher.reap(false).await
+    }
+
+    /// One worker's share of a batch: works each of its partitions, writes
+    /// their state, offsets and outbox in one RocksDB batch, then hands the
+    /// outbox to the producer in order (so each citizen's views keep their
+    /// order; the next batch starts only when every worker is done).
+    fn work_share(&self, parts: Vec<PartitionInputs<'_>>) -> anyhow::Result<Handed> {
+        let mut batch = self.store.batch();
+        let mut outbox = Vec::new();
+        for (p, inputs) in parts {
+            let work = self.work_partition(p, inputs)?;
+            for (k, v) in work.ops {
+                match v {
+                    Some(v) => batch.put(k, v),
+                    None => batch.delete(k),
+                }
+            }
+            for ((topic, p), next) in &work.offsets {
+                batch.set_offset(topic, *p, *next);
+            }
+            outbox.extend(work.outbox);
+        }
+        let first_seq = self.publisher.reserve(outbox.len());
+        for (i, entry) in outbox.iter().enumerate() {
+            batch.put(crate::outbox::key(first_seq + i as u64), entry.encode());
+        }
+        self.store.write(batch)?;
+        self.publisher.hand(first_seq, &outbox)
+    }
+
+    /// One source partition's share of a batch: decodes its records
+    /// (dead-lettering the bad ones), runs the partition step over its
+    /// state, and returns the writes, offsets and outbox. Reads the store
+    /// but writes nothing; touches no other partition's keys.
+    fn work_partition(&self, p: i32, inputs: Vec<Input<'_>>) -> anyhow::Result<PartitionWork> {
+        let mut out = PartitionWork::default();
+        let mut decoder = Decoder::new(&self.catalog, &self.config.kafka);
+        let mut arrivals = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            out.offsets
+                .insert((input.topic.to_owned(), p), input.offset + 1);
+            let refused = match &input.writer {
+                Ok(w) => match decoder.arrival(input, w) {
+                    Ok(a) => {
+                        arrivals.push(a);
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+                Err(e) => {
+                    out.outbox.push(self.dead_letter(input, e));
+                    continue;
+                }
+            };
+            out.outbox.push(self.dead_letter(input, &refused));
+        }
+        let reader = StorePartition {
+            store: &self.store,
+            partition: p,
+        };
+        let step = partition::work(&reader, &self.rules(), arrivals)?;
+        for ((event_type, applied), n) in &step.counts.by_type {
+            let result = if *applied { "applied" } else { "duplicate" };
+            self.metrics
+                .events
+                .with_label_values(&[&event_type.to_string(), result])
+                .inc_by(*n);
+        }
+        self.metrics
+            .watermark
+            .with_label_values(&[&p.to_string()])
+            .set(step.watermark / 1000);
+        out.ops = partition::write_ops(p, &step)?;
+        let view_encoder = ValueEncoder::new(self.catalog.view_schema())?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for view in &step.views {
+            let body = view_encoder.encode(view_to_value(view))?;
+            out.outbox.push(Entry {
+                topic: self.config.kafka.topic(&view_topic(&view.mission)),
+                key: view.citizen_key.as_str().as_bytes().to_vec(),
+                payload: frame(self.view_schema_id, &body),
+                headers: vec![],
+            });
+            self.metrics.views.with_label_values(&[&view.mission]).inc();
+            self.metrics
+                .event_to_view
+                .with_label_values(&[&view.mission])
+                .observe((now - view.ingested_at).max(0) as f64 / 1000.0);
+        }
+        Ok(out)
+    }
+}
