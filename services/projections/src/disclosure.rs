@@ -26,12 +26,15 @@ impl Default for Disclosure {
 }
 
 /// A count as published: exact, rounded, or suppressed.
+///
+/// Its fields, like [`Rate`]'s, are declared in the order the metrics API
+/// has always sent them (alphabetical).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Count {
-    /// The value, `None` when suppressed.
-    pub value: Option<i64>,
     /// True when the value is withheld to protect individuals.
     pub suppressed: bool,
+    /// The value, `None` when suppressed.
+    pub value: Option<i64>,
 }
 
 impl Disclosure {
@@ -93,14 +96,14 @@ impl Disclosure {
 /// A rate as published.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Rate {
+    /// The published denominator.
+    pub denominator: Option<i64>,
+    /// The published numerator.
+    pub numerator: Option<i64>,
     /// The rate (0 to 1), `None` when withheld or the base is empty.
     pub value: Option<f64>,
     /// True when withheld to protect individuals.
     pub withheld: bool,
-    /// The published numerator.
-    pub numerator: Option<i64>,
-    /// The published denominator.
-    pub denominator: Option<i64>,
 }
 
 #[cfg(test)]
