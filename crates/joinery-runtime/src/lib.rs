@@ -24,6 +24,7 @@ pub mod http;
 pub mod kafka;
 pub mod rebalance;
 pub mod retry;
+pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
