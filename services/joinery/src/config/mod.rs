@@ -358,9 +358,15 @@ impl<T: Table> Loaded<T> {
              # Secrets are redacted.\n",
             T::NAME
         );
-        self.show_table(&mut out, KafkaTable::NAME, KafkaTable::ENV, &self.kafka)?;
+        self.show_table(
+            &mut out,
+            KafkaTable::NAME,
+            KafkaTable::ENV,
+            &[],
+            &self.kafka,
+        )?;
         out.push('\n');
-        self.show_table(&mut out, T::NAME, T::ENV, &self.service)?;
+        self.show_table(&mut out, T::NAME, T::ENV, T::SECRETS, &self.service)?;
         Ok(out)
     }
 
@@ -369,6 +375,7 @@ impl<T: Table> Loaded<T> {
         out: &mut String,
         name: &str,
         keys: &[(&str, &str)],
+        secrets: &[&str],
         table: &S,
     ) -> anyhow::Result<()> {
         let values = toml::Table::try_from(table).context("showing the settings")?;
@@ -378,7 +385,10 @@ impl<T: Table> Loaded<T> {
             match values.get(*key) {
                 Some(value) => {
                     let from = self.origins.get(&path).unwrap_or(&Origin::Default);
-                    let _ = writeln!(out, "{key} = {value}  # {from}");
+                    // Commented out, so that the output read back as a
+                    // file does not set a secret to "[redacted]".
+                    let hide = if secrets.contains(key) { "# " } else { "" };
+                    let _ = writeln!(out, "{hide}{key} = {value}  # {from}");
                 }
                 None => {
                     let _ = writeln!(out, "# {key} is not set");
