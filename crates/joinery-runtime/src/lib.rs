@@ -19,6 +19,7 @@
 //! - [`rebalance`]: rebalance pause and partition restore timing.
 //! - [`retry`]: the named retry policies and the one retry loop.
 //! - [`consumer`]: the stateful consumer processor and projections share.
+//! - [`secret`]: values (keys) that never print, and owner-only key files.
 
 pub mod auth;
 pub mod consumer;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod kafka;
 pub mod rebalance;
 pub mod retry;
+pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
