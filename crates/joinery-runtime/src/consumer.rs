@@ -126,15 +126,39 @@ pub struct Batch<'a> {
     pub waited: Duration,
 }
 
+/// The first failure the rebalance hook reported, and a token fired with it.
+#[derive(Debug, Default)]
+struct Failure {
+    /// Why, as the hook said.
+    reason: Mutex<Option<String>>,
+    /// Fired on the first failure (its own token: a service stopping is
+    /// not a failed rebalance).
+    fired: CancellationToken,
+}
+
+impl Failure {
+    fn record(&self, why: &str) {
+        self.reason.lock().get_or_insert_with(|| why.to_owned());
+        self.fired.cancel();
+    }
+
+    fn error(&self) -> ConsumerError {
+        ConsumerError::Rebalance(
+            self.reason
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+        )
+    }
+}
+
 /// A consumer-group member whose offsets live with its state; see the
 /// module docs.
 pub struct StatefulConsumer {
     /// The group consumer.
     consumer: StreamConsumer<StoredOffsetsContext>,
-    /// Fired when the rebalance hook records a failure.
-    failed: CancellationToken,
-    /// The failure's reason.
-    failure: Arc<Mutex<Option<String>>>,
+    /// What the rebalance hook reported as failed.
+    failure: Arc<Failure>,
     /// Consumer errors by kind (`transient`, `fatal`).
     errors: prometheus::IntCounterVec,
     /// Rebalance pauses and restore times.
@@ -151,20 +175,16 @@ impl std::fmt::Debug for StatefulConsumer {
 
 impl StatefulConsumer {
     /// Creates the consumer (not yet subscribed), with its lag gauge,
-    /// restore tracking and rebalance logging registered in `telemetry`;
-    /// `cancel` is the service's token. Run [`StatefulConsumer::restore_watch`]
-    /// beside it.
+    /// restore tracking and rebalance logging registered in `telemetry`.
+    /// Run [`StatefulConsumer::restore_watch`] beside it.
     pub fn new(
         spec: ConsumerSpec<'_>,
         telemetry: &Telemetry,
-        cancel: &CancellationToken,
     ) -> Result<StatefulConsumer, ConsumerError> {
         let restores = RestoreTracker::new(telemetry);
-        let failed = cancel.child_token();
-        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let failure: Arc<Failure> = Arc::default();
         let hook = {
-            let (restores, failed, failure) =
-                (restores.clone(), failed.clone(), Arc::clone(&failure));
+            let (restores, failure) = (restores.clone(), Arc::clone(&failure));
             let extra = spec.on_rebalance.clone();
             Arc::new(move |e: &RebalanceEvent| {
                 restores.observe(e);
@@ -178,8 +198,7 @@ impl StatefulConsumer {
                     }
                     RebalanceEvent::Failed(why) => {
                         tracing::error!(error = %why, "rebalance failed; stopping the consumer");
-                        failure.lock().get_or_insert_with(|| why.clone());
-                        failed.cancel();
+                        failure.record(why);
                     }
                 }
                 if let Some(extra) = &extra {
@@ -207,7 +226,6 @@ impl StatefulConsumer {
         );
         Ok(StatefulConsumer {
             consumer,
-            failed,
             failure,
             errors,
             restores,
@@ -274,15 +292,6 @@ impl StatefulConsumer {
         }
     }
 
-    fn failure(&self) -> ConsumerError {
-        ConsumerError::Rebalance(
-            self.failure
-                .lock()
-                .clone()
-                .unwrap_or_else(|| "unknown".into()),
-        )
-    }
-
     /// Sorts a consumer error: fatal ones end the batch loop, the others
     /// are logged and counted.
     fn check(&self, e: KafkaError) -> Result<(), ConsumerError> {
@@ -308,7 +317,7 @@ impl StatefulConsumer {
         let first = loop {
             let next = tokio::select! {
                 biased;
-                () = self.failed.cancelled(), if !cancel.is_cancelled() => return Err(self.failure()),
+                () = self.failure.fired.cancelled() => return Err(self.failure.error()),
                 () = cancel.cancelled() => return Ok(None),
                 m = self.consumer.recv() => m,
             };
@@ -338,8 +347,8 @@ impl StatefulConsumer {
                 None => break,
             }
         }
-        if self.failed.is_cancelled() && !cancel.is_cancelled() {
-            return Err(self.failure());
+        if self.failure.fired.is_cancelled() {
+            return Err(self.failure.error());
         }
         Ok(Some(Batch { messages, waited }))
     }
@@ -364,6 +373,34 @@ impl StatefulConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stopping_service_is_not_a_failed_rebalance_and_a_failed_one_stops_the_loop() {
+        let telemetry = Telemetry::new("test");
+        let kafka = KafkaSettings::new("127.0.0.1:1");
+        let spec = ConsumerSpec::new(
+            &kafka,
+            "test",
+            "test-group",
+            Arc::new(|_: &str, _| Ok(None)),
+        );
+        let consumer = StatefulConsumer::new(spec, &telemetry).expect("created without a broker");
+        let stopping = CancellationToken::new();
+        stopping.cancel();
+        assert!(
+            matches!(consumer.next_batch(10, &stopping).await, Ok(None)),
+            "cancellation ends the loop cleanly"
+        );
+        consumer
+            .failure
+            .record("offset lookup for joinery.events.dfe/3: disk full");
+        let running = CancellationToken::new();
+        let err = consumer
+            .next_batch(10, &running)
+            .await
+            .expect_err("a failed rebalance ends the loop");
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
 
     #[test]
     fn authorisation_and_fatal_errors_stop_a_consumer_and_broker_trouble_does_not() {

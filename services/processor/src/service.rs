@@ -92,7 +92,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
             };
             rebalances.with_label_values(&[kind]).inc();
         }));
-    let consumer = StatefulConsumer::new(spec, service.telemetry(), &service.token())?;
+    let consumer = StatefulConsumer::new(spec, service.telemetry())?;
     service.spawn_blocking("restore-watch", consumer.restore_watch(&config.kafka));
     let topics: Vec<String> = joinery_domain::Department::ALL
         .iter()

@@ -77,7 +77,7 @@ async fn list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let metrics = s.metrics.read().expect("lock");
+    let metrics = s.metrics.read();
     let audience = audience(&s, &p);
     let missions = s
         .missions
@@ -123,7 +123,7 @@ async fn mission_metrics(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let metrics = s.metrics.read().expect("lock");
+    let metrics = s.metrics.read();
     let Some(m) = metrics.get(&mission) else {
         return error(
             StatusCode::NOT_FOUND,

@@ -267,7 +267,7 @@ impl BoardQuery {
 
 async fn index(State(s): State<Arc<Shared>>, Query(q): Query<BoardQuery>) -> Response {
     let audience = Audience::board(s.disclosure);
-    let metrics = s.metrics.read().expect("lock");
+    let metrics = s.metrics.read();
     let missions: Vec<MissionView> = s
         .missions
         .iter()
@@ -390,7 +390,7 @@ async fn mission(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<BoardQuery>,
 ) -> Response {
-    let metrics = s.metrics.read().expect("lock");
+    let metrics = s.metrics.read();
     let Some(m) = metrics.get(&id) else {
         let page = NotFoundPage {
             title: "Page not found",

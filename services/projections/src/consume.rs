@@ -101,7 +101,7 @@ impl ViewConsumer {
                 return Ok(());
             }
         };
-        let mut working = self.shared.metrics.read().expect("lock").clone();
+        let mut working = self.shared.metrics.read().clone();
         let Some(mission) = working.get_mut(&control.mission) else {
             self.store.write(batch)?;
             return Ok(());
@@ -153,7 +153,7 @@ impl ViewConsumer {
         );
         self.store.write(batch)?;
         self.metrics.publish(&control.mission, mission);
-        *self.shared.metrics.write().expect("lock") = working;
+        *self.shared.metrics.write() = working;
         Ok(())
     }
 
@@ -162,7 +162,7 @@ impl ViewConsumer {
             return Ok(());
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let mut working = self.shared.metrics.read().expect("lock").clone();
+        let mut working = self.shared.metrics.read().clone();
         let mut contributions: HashMap<Vec<u8>, Contribution> = HashMap::new();
         let mut batch = self.store.batch();
         let mut touched = std::collections::BTreeSet::new();
@@ -254,7 +254,7 @@ impl ViewConsumer {
                 .with_label_values(&[&m])
                 .observe(secs);
         }
-        *self.shared.metrics.write().expect("lock") = working;
+        *self.shared.metrics.write() = working;
         Ok(())
     }
 }

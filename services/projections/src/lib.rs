@@ -23,7 +23,9 @@ mod layout;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use joinery_engine::{load_missions, MissionDef};
@@ -192,7 +194,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     let lookup_store = Arc::clone(&store);
     let offsets = Arc::new(move |t: &str, p| Ok(lookup_store.offset(t, p)?));
     let spec = ConsumerSpec::new(&config.kafka, "joinery-projections", &config.group, offsets);
-    let consumer = StatefulConsumer::new(spec, service.telemetry(), &service.token())?;
+    let consumer = StatefulConsumer::new(spec, service.telemetry())?;
     service.spawn_blocking("restore-watch", consumer.restore_watch(&config.kafka));
     let topics: Vec<String> = missions
         .iter()

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use joinery_domain::{Millis, OutcomeState};
 use joinery_engine::{load_missions, MissionDef};
