@@ -105,6 +105,10 @@ impl Supervisor {
                         tracing::error!(task = name, error = %format!("{e:#}"), "task failed while draining");
                         first_error.get_or_insert(e);
                     }
+                    Some(Err(join)) if join.is_panic() => {
+                        tracing::error!(error = %join, "task panicked while draining");
+                        first_error.get_or_insert(anyhow::anyhow!("a task panicked while draining: {join}"));
+                    }
                     Some(_) => {}
                 },
                 () = &mut deadline => {

@@ -32,6 +32,16 @@ pub enum DecodeError {
     /// The schema id is not known to the registry.
     #[error("schema id {0} is not registered")]
     UnknownSchemaId(u32),
+    /// The registry holds the schema id, but not as a schema this reader
+    /// can parse: a registered id never changes meaning, so this is the
+    /// record's to carry, not a condition to wait out.
+    #[error("schema id {id} is registered but is not a valid Avro schema: {reason}")]
+    UnreadableSchema {
+        /// The schema id.
+        id: u32,
+        /// Why it cannot be parsed.
+        reason: String,
+    },
     /// The registry could not be asked (retry; not the record's fault).
     #[error(transparent)]
     Registry(RegistryError),
@@ -65,6 +75,7 @@ impl DecodeError {
         match self {
             DecodeError::Framing(f) => f.reason(),
             DecodeError::UnknownSchemaId(_) => "unknown_schema_id",
+            DecodeError::UnreadableSchema { .. } => "unreadable_schema",
             DecodeError::Registry(_) => "registry_unavailable",
             DecodeError::UnknownRecordType(_) => "unknown_record_type",
             DecodeError::WrongTopic { .. } => "wrong_topic",
@@ -97,13 +108,17 @@ pub async fn writer_schema(
     id: u32,
     policy: &Policy,
 ) -> Result<Arc<Schema>, DecodeError> {
-    registry.schema_when_ready(id, policy).await.map_err(|e| {
-        if e.is_unknown_schema() {
-            DecodeError::UnknownSchemaId(id)
-        } else {
-            DecodeError::Registry(e)
-        }
-    })
+    registry
+        .schema_when_ready(id, policy)
+        .await
+        .map_err(|e| match e {
+            e if e.is_unknown_schema() => DecodeError::UnknownSchemaId(id),
+            RegistryError::InvalidSchema { id, source } => DecodeError::UnreadableSchema {
+                id,
+                reason: source.to_string(),
+            },
+            e => DecodeError::Registry(e),
+        })
 }
 
 /// The record full name of a record schema.

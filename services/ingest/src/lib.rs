@@ -157,7 +157,11 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the gateway until `cancel` fires. On shutdown, once the requests in
 /// flight are answered, it flushes the producer so that nothing queued is lost.
 pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut service = Service::start("ingest", config.listen, cancel).await?;
+    // Requests may wait for Kafka's acknowledgement up to the delivery
+    // timeout: shutdown lets them finish rather than cut them off.
+    let mut service = Service::start("ingest", config.listen, cancel)
+        .await?
+        .with_drain(config.delivery_timeout + Duration::from_secs(5));
     let tokens = TokenStore::load(&config.tokens)?;
     let (reloading, stop) = (tokens.clone(), service.token());
     service.spawn("token-reloader", async move {

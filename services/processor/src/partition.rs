@@ -85,12 +85,19 @@ impl PartitionReader for StorePartition<'_> {
         let due = self
             .store
             .scan_range(&state::timer_end(p, after), &state::timer_end(p, upto))?;
-        due.iter()
-            .map(|(k, _)| {
-                state::timer_of(k, p)
-                    .ok_or_else(|| anyhow::anyhow!("corrupt timer key {k:?} in partition {p}"))
+        // A key that does not parse cannot name a citizen to wake: it is
+        // logged and passed over (the range moves on with the watermark, so
+        // it is met once), never allowed to stop the partition.
+        Ok(due
+            .iter()
+            .filter_map(|(k, _)| {
+                let timer = state::timer_of(k, p);
+                if timer.is_none() {
+                    tracing::error!(partition = p, key = ?k, "unreadable timer key passed over");
+                }
+                timer
             })
-            .collect()
+            .collect())
     }
 
     fn records(&self, citizens: &[&CitizenKey]) -> anyhow::Result<Vec<Option<CitizenRecord>>> {

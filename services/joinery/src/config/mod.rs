@@ -44,8 +44,9 @@ struct Tables {
     projections: Option<IgnoredAny>,
 }
 
-/// One value set by an environment variable or a flag.
-#[derive(Debug, Clone, PartialEq)]
+/// One value set by an environment variable or a flag. Its `Debug` leaves
+/// the value out: it may be a secret.
+#[derive(Clone, PartialEq)]
 pub(crate) struct Entry {
     /// Its key, `table.key`.
     pub(crate) key: String,
@@ -55,8 +56,19 @@ pub(crate) struct Entry {
     pub(crate) value: String,
 }
 
-/// Where a service's settings come from, lowest layer first after the defaults.
-#[derive(Debug, Clone, Default)]
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &self.key)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a service's settings come from, lowest layer first after the
+/// defaults. Its `Debug` names the variables set, never their values (the
+/// key and tokens are among them).
+#[derive(Clone, Default)]
 pub(crate) struct Sources {
     /// The operator's file, `--config` or `JOINERY_CONFIG`.
     pub(crate) file: Option<PathBuf>,
@@ -64,6 +76,16 @@ pub(crate) struct Sources {
     pub(crate) env: BTreeMap<String, String>,
     /// Values given on the command line.
     pub(crate) flags: Vec<Entry>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("file", &self.file)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("flags", &self.flags)
+            .finish()
+    }
 }
 
 impl Sources {

@@ -357,3 +357,22 @@ fn every_service_help_lists_its_environment_variables() -> Result<()> {
     assert!(help.contains("JOINERY_KAFKA_BROKERS"), "{help}");
     Ok(())
 }
+
+#[test]
+fn where_settings_came_from_prints_names_never_values() {
+    let sources = Sources {
+        file: None,
+        env: env(&[("JOINERY_PSEUDONYM_KEY", KEY)]),
+        flags: vec![Entry {
+            key: "ingest.pseudonym_key".into(),
+            label: "--pseudonym-key".into(),
+            value: "a-flag-given-secret".into(),
+        }],
+    };
+    let printed = format!("{sources:?}");
+    assert!(printed.contains("JOINERY_PSEUDONYM_KEY"), "{printed}");
+    assert!(
+        !printed.contains(KEY) && !printed.contains("a-flag-given-secret"),
+        "{printed}"
+    );
+}
