@@ -130,18 +130,28 @@ impl Service {
         self.supervisor.spawn(name, task);
     }
 
-    /// Starts a named task on a thread where it may block (a librdkafka
-    /// poll loop, file reads). It is handed the service's token and must
-    /// check it between blocking calls: an abort cannot stop a thread.
+    /// Starts a named task on a thread of its own where it may block (a
+    /// librdkafka poll loop, file reads). It is handed the service's token
+    /// and must check it between blocking calls: an abort cannot stop a
+    /// thread. A plain thread rather than the runtime's blocking pool, so
+    /// that a runtime shutting down (a test that failed, a process exiting)
+    /// never waits on a thread still inside a blocking call.
     pub fn spawn_blocking<F>(&mut self, name: &'static str, task: F)
     where
         F: FnOnce(CancellationToken) -> anyhow::Result<()> + Send + 'static,
     {
         let token = self.token();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _ = done.send(task(token));
+            });
         self.supervisor.spawn(name, async move {
-            tokio::task::spawn_blocking(move || task(token))
+            thread.map_err(|e| anyhow::anyhow!("cannot start the thread: {e}"))?;
+            finished
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(|_| anyhow::anyhow!("the thread ended without a result (it panicked)"))?
         });
     }
 
