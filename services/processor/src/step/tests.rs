@@ -236,6 +236,15 @@ struct Settled {
     last_views: BTreeMap<(String, CitizenKey), Visible>,
 }
 
+/// Whether a view counts its citizen in anything: in the cohort or in a
+/// snapshot's population. One that does not is, to every reader, the same
+/// as no view: a citizen who was in a cohort and left it (late data moved
+/// the anchor) gets one to retract the earlier view, a citizen who never
+/// entered gets none, and the figures agree.
+fn counts(v: &Visible) -> bool {
+    v.0 || !v.4.is_empty()
+}
+
 fn settled(m: &Memory) -> Settled {
     Settled {
         max_time: m.max_time,
@@ -247,6 +256,7 @@ fn settled(m: &Memory) -> Settled {
                     .views
                     .iter()
                     .map(|(id, p)| (id.clone(), visible(&p.evaluation)))
+                    .filter(|(_, v)| counts(v))
                     .collect();
                 (
                     c.clone(),
@@ -264,6 +274,9 @@ fn settled(m: &Memory) -> Settled {
             .published
             .iter()
             .map(|v| ((v.mission.clone(), v.citizen_key.clone()), visible_view(v)))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .filter(|(_, v)| counts(v))
             .collect(),
     }
 }
