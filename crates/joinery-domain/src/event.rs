@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CitizenKey, EventId, EventType};
+use crate::{AreaCode, CitizenKey, EventId, EventType, YearMonth};
 
 /// Event time: milliseconds since the Unix epoch, UTC (Avro `timestamp-millis`).
 pub type Millis = i64;
@@ -41,9 +41,12 @@ pub struct Event {
     /// The citizen's pseudonym.
     pub citizen_key: CitizenKey,
     /// ONS local authority code of the citizen's area, where known.
-    pub area_code: Option<String>,
-    /// The citizen's birth month as `YYYY-MM`, where the department holds it.
-    pub birth_year_month: Option<String>,
+    /// (Stored state is read leniently, see [`crate::codes::lenient`].)
+    #[serde(deserialize_with = "crate::codes::lenient")]
+    pub area_code: Option<AreaCode>,
+    /// The citizen's birth month, where the department holds it.
+    #[serde(deserialize_with = "crate::codes::lenient")]
+    pub birth_year_month: Option<YearMonth>,
     /// Type-specific fields, by Avro field name (absent optional fields are left out).
     pub fields: BTreeMap<String, FieldValue>,
 }

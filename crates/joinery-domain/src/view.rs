@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CitizenKey, Millis};
+use crate::{AreaCode, CitizenKey, Millis, MissionId, OutcomeId, YearMonth};
 
 /// The status of one outcome for one citizen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ impl OutcomeState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeView {
     /// Outcome id within the mission.
-    pub name: String,
+    pub name: OutcomeId,
     /// Its status.
     pub status: OutcomeState,
     /// Event time of the anchor fact the window starts from.
@@ -59,18 +59,19 @@ pub struct OutcomeView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotView {
     /// Snapshot id within the mission, e.g. `neet`.
-    pub name: String,
+    pub name: OutcomeId,
     /// Whether the state holds at the watermark.
     pub holds: bool,
     /// The citizen's area at the watermark (the latest area reported by then).
-    pub area_code: Option<String>,
+    #[serde(deserialize_with = "crate::codes::lenient")]
+    pub area_code: Option<AreaCode>,
 }
 
 /// One citizen's view of one mission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissionView {
     /// Mission id.
-    pub mission: String,
+    pub mission: MissionId,
     /// The citizen.
     pub citizen_key: CitizenKey,
     /// Strictly increasing per citizen and mission with every committed change.
@@ -80,9 +81,9 @@ pub struct MissionView {
     /// Whether the citizen is in the mission's cohort.
     pub in_cohort: bool,
     /// Area of the anchor event, for the area breakdown.
-    pub area_code: Option<String>,
-    /// Month of the anchor event (`YYYY-MM`), for the cohort trend.
-    pub cohort_month: Option<String>,
+    pub area_code: Option<AreaCode>,
+    /// Month of the anchor event, for the cohort trend.
+    pub cohort_month: Option<YearMonth>,
     /// Each outcome's status.
     pub outcomes: Vec<OutcomeView>,
     /// The snapshot measures whose population the citizen is in at the

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use joinery_domain::{EventType, FieldValue};
+use joinery_domain::{EventType, FieldValue, MissionId, OutcomeId};
 use serde::Serialize;
 
 /// Why the definitions could not be loaded.
@@ -123,7 +123,7 @@ pub struct Cohort {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {
     /// Outcome id within the mission.
-    pub id: String,
+    pub id: OutcomeId,
     /// Plain-language description.
     pub doc: String,
     /// The window starts at this capability's time (default: the cohort anchor).
@@ -144,7 +144,7 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     /// Snapshot id within the mission.
-    pub id: String,
+    pub id: OutcomeId,
     /// Plain-language description.
     pub doc: String,
     /// Age range (whole years at the watermark, from the birth month), if any.
@@ -159,7 +159,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MissionDef {
     /// Mission id.
-    pub id: String,
+    pub id: MissionId,
     /// Title for the board.
     pub title: String,
     /// Plain-language description.

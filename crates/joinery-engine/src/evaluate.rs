@@ -21,7 +21,9 @@
 //!   change it.
 
 use joinery_domain::event::DAY_MS;
-use joinery_domain::{Event, Millis, OutcomeState, OutcomeView, SnapshotView};
+use joinery_domain::{
+    Event, Millis, MissionId, OutcomeState, OutcomeView, SnapshotView, YearMonth,
+};
 
 use crate::definition::{Capability, EventFilter, MissionDef, Outcome, Snapshot};
 use crate::{CitizenEvents, Evaluation, Mission};
@@ -30,30 +32,18 @@ fn matches(f: &EventFilter, e: &Event) -> bool {
     e.event_type == f.event && f.conditions.iter().all(|(k, v)| e.fields.get(k) == Some(v))
 }
 
-/// Age in whole years at `at`, from a `YYYY-MM` birth month (the day is not
-/// held, so a citizen counts as a year older from the start of their birth month).
-pub fn age_at(birth_year_month: &str, at: Millis) -> Option<i64> {
-    let (y, m) = birth_year_month.split_once('-')?;
-    let (y, m): (i64, i64) = (y.parse().ok()?, m.parse().ok()?);
-    if !(1..=12).contains(&m) {
-        return None;
-    }
-    let d = chrono::DateTime::from_timestamp_millis(at)?;
-    let (ay, am) = (
-        i64::from(chrono::Datelike::year(&d)),
-        i64::from(chrono::Datelike::month(&d)),
-    );
-    let months = (ay * 12 + am) - (y * 12 + m);
+/// Age in whole years at `at`, from a birth month (the day is not held, so
+/// a citizen counts as a year older from the start of their birth month).
+pub fn age_at(birth: YearMonth, at: Millis) -> Option<i64> {
+    let months = birth.months_until(YearMonth::of_millis(at)?);
     (months >= 0).then_some(months / 12)
 }
 
-/// The instant (UTC) from which someone born in `birth_year_month` counts as
-/// `years` old under [`age_at`]: the start of their birth month that year.
-fn turns(birth_year_month: &str, years: i64) -> Option<Millis> {
-    let (y, m) = birth_year_month.split_once('-')?;
-    let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
-    let d = chrono::NaiveDate::from_ymd_opt(y.checked_add(i32::try_from(years).ok()?)?, m, 1)?;
-    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+/// The instant (UTC) from which someone born in `birth` counts as `years`
+/// old under [`age_at`]: the start of their birth month that year.
+fn turns(birth: YearMonth, years: i64) -> Option<Millis> {
+    let year = i64::from(birth.year()).checked_add(years)?;
+    YearMonth::new(i32::try_from(year).ok()?, birth.month()).map(YearMonth::start_millis)
 }
 
 fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
@@ -61,12 +51,6 @@ fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-fn month_of(t: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(t)
-        .map(|d| d.format("%Y-%m").to_string())
-        .unwrap_or_else(|| "invalid".into())
 }
 
 /// Intervals of an interval capability: (start event, end time if ended).
@@ -175,7 +159,7 @@ impl MissionDef {
         if self.snapshots.is_empty() {
             return (Vec::new(), None);
         }
-        let birth = events.iter().find_map(|e| e.birth_year_month.as_deref());
+        let birth = events.iter().find_map(|e| e.birth_year_month);
         // Events iterate in event time: the first tells whether the citizen
         // is known by the watermark, the first after it when that changes.
         let known = events
@@ -223,7 +207,7 @@ impl MissionDef {
             area_code: events
                 .iter()
                 .take_while(|e| e.occurred_at <= watermark)
-                .filter_map(|e| e.area_code.clone())
+                .filter_map(|e| e.area_code)
                 .last(),
         }
     }
@@ -318,7 +302,7 @@ impl MissionDef {
         let anchor = self.occurrence(&self.cohort.anchor, events)?;
         let at = anchor.occurred_at;
         if let Some((min, max)) = self.cohort.age {
-            let birth = events.iter().find_map(|e| e.birth_year_month.as_deref());
+            let birth = events.iter().find_map(|e| e.birth_year_month);
             let age = birth.and_then(|b| age_at(b, at))?;
             if age < min || age > max {
                 return None;
@@ -339,7 +323,7 @@ impl MissionDef {
 }
 
 impl Mission for MissionDef {
-    fn id(&self) -> &str {
+    fn id(&self) -> &MissionId {
         &self.id
     }
 
@@ -374,9 +358,8 @@ impl Mission for MissionDef {
             in_cohort: true,
             area_code: anchor
                 .area_code
-                .clone()
-                .or_else(|| events.iter().find_map(|e| e.area_code.clone())),
-            cohort_month: Some(month_of(anchor_at)),
+                .or_else(|| events.iter().find_map(|e| e.area_code)),
+            cohort_month: YearMonth::of_millis(anchor_at),
             outcomes,
             snapshots,
             next_deadline,

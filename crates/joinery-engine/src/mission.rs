@@ -1,7 +1,7 @@
 //! What a mission is to the engine: a pure function from a citizen's events
 //! and the watermark to an [`Evaluation`].
 
-use joinery_domain::{Millis, OutcomeView, SnapshotView};
+use joinery_domain::{AreaCode, Millis, MissionId, OutcomeView, SnapshotView, YearMonth};
 use serde::{Deserialize, Serialize};
 
 use crate::CitizenEvents;
@@ -12,9 +12,11 @@ pub struct Evaluation {
     /// Whether the citizen is in the mission's cohort.
     pub in_cohort: bool,
     /// Area of the anchor event (or, without one, of any event).
-    pub area_code: Option<String>,
-    /// `YYYY-MM` of the anchor event.
-    pub cohort_month: Option<String>,
+    #[serde(deserialize_with = "joinery_domain::codes::lenient")]
+    pub area_code: Option<AreaCode>,
+    /// Month of the anchor event.
+    #[serde(deserialize_with = "joinery_domain::codes::lenient")]
+    pub cohort_month: Option<YearMonth>,
     /// Each outcome's status.
     pub outcomes: Vec<OutcomeView>,
     /// The earliest watermark at which this evaluation could change without
@@ -33,7 +35,7 @@ pub struct Evaluation {
 /// A mission: a cohort and its outcomes, evaluated per citizen.
 pub trait Mission: std::fmt::Debug + Send + Sync {
     /// The mission id, as in `joinery.views.<id>` and the API.
-    fn id(&self) -> &str;
+    fn id(&self) -> &MissionId;
 
     /// Evaluates the mission over one citizen's events at `watermark`.
     /// Must be deterministic: same events and watermark, same evaluation.

@@ -266,6 +266,27 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
     }
 }
 
+/// An optional text field parsed to its typed form; a present but invalid
+/// value is the record's fault.
+fn typed<T: std::str::FromStr<Err = joinery_domain::InvalidCode>>(
+    field: &'static str,
+    v: Option<String>,
+) -> Result<Option<T>, DecodeError> {
+    v.map(|s| {
+        s.parse()
+            .map_err(|e: joinery_domain::InvalidCode| invalid(field, e.to_string()))
+    })
+    .transpose()
+}
+
+/// A required text field parsed to its typed form.
+fn required<T: std::str::FromStr<Err = joinery_domain::InvalidCode>>(
+    field: &'static str,
+    v: Option<String>,
+) -> Result<T, DecodeError> {
+    typed(field, v)?.ok_or_else(|| invalid(field, "missing"))
+}
+
 /// Turns a decoded department record into an [`Event`].
 pub fn event_from_value(event_type: EventType, value: Value) -> Result<Event, DecodeError> {
     let Value::Record(fields) = value else {
@@ -321,8 +342,8 @@ pub fn event_from_value(event_type: EventType, value: Value) -> Result<Event, De
         occurred_at,
         recorded_at,
         citizen_key,
-        area_code,
-        birth_year_month,
+        area_code: typed("area_code", area_code)?,
+        birth_year_month: typed("birth_year_month", birth_year_month)?,
         fields: rest,
     })
 }
@@ -346,7 +367,7 @@ pub fn view_to_value(view: &MissionView) -> Value {
                 OutcomeState::NotAchieved => 2,
             };
             Value::Record(vec![
-                ("name".into(), Value::String(o.name.clone())),
+                ("name".into(), Value::String(o.name.to_string())),
                 (
                     "status".into(),
                     Value::Enum(symbol_index, o.status.symbol().into()),
@@ -370,7 +391,7 @@ pub fn view_to_value(view: &MissionView) -> Value {
         })
         .collect();
     Value::Record(vec![
-        ("mission".into(), Value::String(view.mission.clone())),
+        ("mission".into(), Value::String(view.mission.to_string())),
         (
             "citizen_key".into(),
             Value::String(view.citizen_key.to_string()),
@@ -378,8 +399,14 @@ pub fn view_to_value(view: &MissionView) -> Value {
         ("version".into(), Value::Long(view.version)),
         ("watermark".into(), Value::TimestampMillis(view.watermark)),
         ("in_cohort".into(), Value::Boolean(view.in_cohort)),
-        ("area_code".into(), opt_string(view.area_code.clone())),
-        ("cohort_month".into(), opt_string(view.cohort_month.clone())),
+        (
+            "area_code".into(),
+            opt_string(view.area_code.map(String::from)),
+        ),
+        (
+            "cohort_month".into(),
+            opt_string(view.cohort_month.map(String::from)),
+        ),
         ("outcomes".into(), Value::Array(outcomes)),
         (
             "snapshots".into(),
@@ -388,9 +415,12 @@ pub fn view_to_value(view: &MissionView) -> Value {
                     .iter()
                     .map(|s| {
                         Value::Record(vec![
-                            ("name".into(), Value::String(s.name.clone())),
+                            ("name".into(), Value::String(s.name.to_string())),
                             ("holds".into(), Value::Boolean(s.holds)),
-                            ("area_code".into(), opt_string(s.area_code.clone())),
+                            (
+                                "area_code".into(),
+                                opt_string(s.area_code.map(String::from)),
+                            ),
                         ])
                     })
                     .collect(),
@@ -424,9 +454,7 @@ pub fn view_from_value(value: Value) -> Result<MissionView, DecodeError> {
                 .and_then(|s| OutcomeState::from_symbol(&s))
                 .ok_or_else(|| invalid("outcomes.status", "missing or unknown"))?;
             outcomes.push(OutcomeView {
-                name: take(&mut o, "name")
-                    .and_then(text)
-                    .ok_or_else(|| invalid("outcomes.name", "missing"))?,
+                name: required("outcomes.name", take(&mut o, "name").and_then(text))?,
                 status,
                 anchor_at: take(&mut o, "anchor_at")
                     .and_then(millis)
@@ -443,21 +471,20 @@ pub fn view_from_value(value: Value) -> Result<MissionView, DecodeError> {
                 return Err(DecodeError::CorruptAvro("snapshot is not a record".into()));
             };
             snapshots.push(SnapshotView {
-                name: take(&mut s, "name")
-                    .and_then(text)
-                    .ok_or_else(|| invalid("snapshots.name", "missing"))?,
+                name: required("snapshots.name", take(&mut s, "name").and_then(text))?,
                 holds: matches!(
                     take(&mut s, "holds").map(unwrap_union),
                     Some(Value::Boolean(true))
                 ),
-                area_code: take(&mut s, "area_code").and_then(text),
+                area_code: typed(
+                    "snapshots.area_code",
+                    take(&mut s, "area_code").and_then(text),
+                )?,
             });
         }
     }
     Ok(MissionView {
-        mission: take(&mut f, "mission")
-            .and_then(text)
-            .ok_or_else(|| invalid("mission", "missing"))?,
+        mission: required("mission", take(&mut f, "mission").and_then(text))?,
         citizen_key: take(&mut f, "citizen_key")
             .and_then(text)
             .ok_or_else(|| invalid("citizen_key", "missing"))?
@@ -475,8 +502,8 @@ pub fn view_from_value(value: Value) -> Result<MissionView, DecodeError> {
             take(&mut f, "in_cohort").map(unwrap_union),
             Some(Value::Boolean(true))
         ),
-        area_code: take(&mut f, "area_code").and_then(text),
-        cohort_month: take(&mut f, "cohort_month").and_then(text),
+        area_code: typed("area_code", take(&mut f, "area_code").and_then(text))?,
+        cohort_month: typed("cohort_month", take(&mut f, "cohort_month").and_then(text))?,
         outcomes,
         snapshots,
         ingested_at: take(&mut f, "ingested_at").and_then(millis).unwrap_or(0),
@@ -490,24 +517,24 @@ mod tests {
 
     fn view() -> MissionView {
         MissionView {
-            mission: "opportunity".into(),
+            mission: "opportunity".parse().unwrap(),
             citizen_key: "ab".repeat(32).parse().expect("valid key"),
             version: 3,
             watermark: 1_700_000_000_000,
             in_cohort: true,
-            area_code: Some("E08000025".into()),
-            cohort_month: Some("2026-07".into()),
+            area_code: Some("E08000025".parse().unwrap()),
+            cohort_month: Some("2026-07".parse().unwrap()),
             outcomes: vec![OutcomeView {
-                name: "sustained_employment_180d".into(),
+                name: "sustained_employment_180d".parse().unwrap(),
                 status: OutcomeState::Achieved,
                 anchor_at: 1_690_000_000_000,
                 decided_at: Some(1_695_000_000_000),
                 duration_days: Some(57),
             }],
             snapshots: vec![SnapshotView {
-                name: "neet".into(),
+                name: "neet".parse().unwrap(),
                 holds: true,
-                area_code: Some("E06000001".into()),
+                area_code: Some("E06000001".parse().unwrap()),
             }],
             ingested_at: 1_700_000_000_123,
         }
@@ -579,5 +606,54 @@ mod tests {
         let err = decode_value(c.view_schema(), c.view_schema(), &bytes[..bytes.len() / 2])
             .expect_err("truncated");
         assert_eq!(err.reason(), "corrupt_avro");
+    }
+
+    #[test]
+    fn a_direct_producers_bad_area_code_or_birth_month_is_the_records_fault() {
+        let record = |area: &str, birth: &str| {
+            Value::Record(vec![
+                (
+                    "event_id".into(),
+                    Value::String("5b0f5c1e-8d2b-4c4e-9a51-0d6c3b8f2a10".into()),
+                ),
+                (
+                    "occurred_at".into(),
+                    Value::TimestampMillis(1_700_000_000_000),
+                ),
+                (
+                    "recorded_at".into(),
+                    Value::TimestampMillis(1_700_000_000_000),
+                ),
+                ("citizen_key".into(), Value::String("ab".repeat(32))),
+                ("department".into(), Value::Enum(0, "dfe".into())),
+                (
+                    "area_code".into(),
+                    Value::Union(1, Box::new(Value::String(area.into()))),
+                ),
+                (
+                    "birth_year_month".into(),
+                    Value::Union(1, Box::new(Value::String(birth.into()))),
+                ),
+            ])
+        };
+        let ok = event_from_value(EventType::EducationExited, record("E08000025", "2008-03"))
+            .expect("valid");
+        assert_eq!(ok.area_code.map(String::from).as_deref(), Some("E08000025"));
+        for (area, birth, field) in [
+            (&*"E".repeat(600_000), "2008-03", "area_code"),
+            ("E08000025", "2008-13", "birth_year_month"),
+        ] {
+            let err = event_from_value(EventType::EducationExited, record(area, birth))
+                .expect_err("invalid");
+            assert_eq!(err.reason(), "invalid_field");
+            assert!(
+                matches!(&err, DecodeError::InvalidField { field: f, .. } if *f == field),
+                "{err}"
+            );
+            assert!(
+                err.to_string().len() < 300,
+                "the value is not echoed: {err}"
+            );
+        }
     }
 }

@@ -79,7 +79,7 @@ mod tests {
     fn control_records_round_trip_and_never_look_like_a_citizen() {
         let c = Control {
             kind: ControlKind::Reset,
-            mission: "opportunity".into(),
+            mission: "opportunity".parse().unwrap(),
             rebuild: "r1".into(),
             partitions: 3,
             started_at: 5,

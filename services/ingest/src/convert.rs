@@ -7,7 +7,7 @@
 
 use apache_avro::schema::{RecordSchema, Schema};
 use apache_avro::types::Value;
-use joinery_domain::{EventType, IdentifierKind, Pseudonymiser};
+use joinery_domain::{AreaCode, EventType, IdentifierKind, Pseudonymiser, YearMonth};
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -208,10 +208,13 @@ pub fn convert(
         }
     }
     if let Some(Json::String(b)) = obj.get("birth_year_month") {
-        if chrono::NaiveDate::parse_from_str(&format!("{b}-01"), "%Y-%m-%d").is_err()
-            || b.len() != 7
-        {
-            errors.push(fe("birth_year_month", "expected YYYY-MM, e.g. 2008-03"));
+        if let Err(e) = b.parse::<YearMonth>() {
+            errors.push(fe("birth_year_month", e.to_string()));
+        }
+    }
+    if let Some(Json::String(a)) = obj.get("area_code") {
+        if let Err(e) = a.parse::<AreaCode>() {
+            errors.push(fe("area_code", e.to_string()));
         }
     }
 
@@ -360,5 +363,21 @@ mod tests {
             "type"
         );
         assert_eq!(run(json!([1])).expect_err("bad")[0].field, "(event)");
+    }
+
+    #[test]
+    fn area_codes_and_birth_months_must_be_well_formed_and_are_bounded() {
+        let mut j = good();
+        j["area_code"] = json!("Birmingham");
+        j["birth_year_month"] = json!("2008-13");
+        let errs = run(j).expect_err("invalid");
+        let area = errs.iter().find(|e| e.field == "area_code").expect("area");
+        assert!(area.message.contains("GSS"), "{}", area.message);
+        assert!(errs.iter().any(|e| e.field == "birth_year_month"));
+        // A huge value is refused without being echoed back.
+        let mut j = good();
+        j["area_code"] = json!("E".repeat(600_000));
+        let errs = run(j).expect_err("invalid");
+        assert!(errs.iter().all(|e| e.message.len() < 200), "{errs:?}");
     }
 }

@@ -82,7 +82,7 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
     let producer: FutureProducer = stack.kafka.producer("test-reset").create()?;
     let reset = Control {
         kind: ControlKind::Reset,
-        mission: "opportunity".into(),
+        mission: "opportunity".parse().unwrap(),
         rebuild: "interrupted".into(),
         partitions: stack.kafka.partitions,
         started_at: chrono::Utc::now().timestamp_millis(),
@@ -245,13 +245,13 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
 /// A view of `citizen` with `version`, framed as the processor frames it.
 fn view(schema_id: u32, citizen: &str, version: i64) -> Vec<u8> {
     let view = joinery_domain::MissionView {
-        mission: "opportunity".into(),
+        mission: "opportunity".parse().expect("a valid value"),
         citizen_key: citizen.parse().expect("a citizen key"),
         version,
         watermark: version,
         in_cohort: true,
-        area_code: Some(format!("E0600000{}", version % 10)),
-        cohort_month: Some("2026-01".into()),
+        area_code: Some(format!("E0600000{}", version % 10).parse().expect("a valid value")),
+        cohort_month: Some("2026-01".parse().expect("a valid value")),
         outcomes: vec![],
         snapshots: vec![],
         ingested_at: 0,
@@ -307,7 +307,7 @@ async fn settling_makes_each_citizens_newest_view_its_last_so_compaction_keeps_i
     send(&a, view(schema_id, &a, 90), false).await?;
     let control = Control {
         kind: ControlKind::Reset,
-        mission: "opportunity".into(),
+        mission: "opportunity".parse().unwrap(),
         rebuild: "opportunity-test".into(),
         partitions: 3,
         started_at: 0,

@@ -48,7 +48,7 @@ pub async fn rebuild(
         .clone()
         .context("a rebuild names the mission to rebuild")?;
     let defs = load_missions(&config.missions_dir)?;
-    let Some(def) = defs.iter().find(|m| m.id == mission) else {
+    let Some(def) = defs.iter().find(|m| m.id == mission.as_str()) else {
         anyhow::bail!(
             "unknown mission `{mission}`; the definitions in {} are: {}",
             config.missions_dir.display(),

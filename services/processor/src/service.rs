@@ -49,8 +49,8 @@ pub(crate) struct Processor {
 fn missions(config: &ProcessorConfig) -> anyhow::Result<Vec<MissionDef>> {
     let mut missions = load_missions(&config.missions_dir)?;
     if let Some(only) = &config.only_mission {
-        let known: Vec<String> = missions.iter().map(|m| m.id.clone()).collect();
-        missions.retain(|m| &m.id == only);
+        let known: Vec<String> = missions.iter().map(|m| m.id.to_string()).collect();
+        missions.retain(|m| m.id == only.as_str());
         if missions.is_empty() {
             anyhow::bail!(
                 "unknown mission `{only}`; the definitions in {} are: {}",
@@ -72,7 +72,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     let registry = RegistryClient::new(&config.registry_url);
     let mut view_schema_id = 0;
     for m in &missions {
-        let subject = format!("{}-value", config.kafka.topic(&view_topic(&m.id)));
+        let subject = format!("{}-value", config.kafka.topic(&view_topic(m.id.as_str())));
         view_schema_id = registry
             .register_when_ready(&subject, catalog.view_schema_text(), None)
             .await?;

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use joinery_domain::{CitizenKey, Event, EventId, EventType, FieldValue, Millis};
+use joinery_domain::{
+    AreaCode, CitizenKey, Event, EventId, EventType, FieldValue, Millis, YearMonth,
+};
 use joinery_engine::{CitizenEvents, Evaluation};
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +50,8 @@ struct StoredEventRef<'a> {
     event_type: &'a EventType,
     occurred_at: Millis,
     recorded_at: Millis,
-    area_code: &'a Option<String>,
-    birth_year_month: &'a Option<String>,
+    area_code: Option<AreaCode>,
+    birth_year_month: Option<YearMonth>,
     fields: &'a BTreeMap<String, FieldValue>,
 }
 
@@ -59,8 +61,12 @@ struct StoredEvent {
     event_type: EventType,
     occurred_at: Millis,
     recorded_at: Millis,
-    area_code: Option<String>,
-    birth_year_month: Option<String>,
+    /// Read leniently: records stored before area codes were validated
+    /// may hold text that is not a GSS code, read as unknown.
+    #[serde(deserialize_with = "joinery_domain::codes::lenient")]
+    area_code: Option<AreaCode>,
+    #[serde(deserialize_with = "joinery_domain::codes::lenient")]
+    birth_year_month: Option<YearMonth>,
     fields: BTreeMap<String, FieldValue>,
 }
 
@@ -91,8 +97,8 @@ pub(crate) fn encode_record(record: &CitizenRecord) -> anyhow::Result<Vec<u8>> {
                 event_type: &e.event_type,
                 occurred_at: e.occurred_at,
                 recorded_at: e.recorded_at,
-                area_code: &e.area_code,
-                birth_year_month: &e.birth_year_month,
+                area_code: e.area_code,
+                birth_year_month: e.birth_year_month,
                 fields: &e.fields,
             })
             .collect(),
@@ -206,8 +212,8 @@ mod tests {
                 occurred_at: -86_400_000 + i as i64,
                 recorded_at: 1_700_000_000_000,
                 citizen_key: citizen.clone(),
-                area_code: (i == 0).then(|| "E08000025".into()),
-                birth_year_month: Some("2007-01".into()),
+                area_code: (i == 0).then(|| "E08000025".parse().unwrap()),
+                birth_year_month: Some("2007-01".parse().unwrap()),
                 fields: [
                     ("claim_id".to_owned(), FieldValue::Text("C1".into())),
                     ("health_condition".to_owned(), FieldValue::Bool(true)),
@@ -218,10 +224,10 @@ mod tests {
         }
         let evaluation = joinery_engine::Evaluation {
             in_cohort: true,
-            area_code: Some("E08000025".into()),
+            area_code: Some("E08000025".parse().unwrap()),
             cohort_month: None,
             outcomes: vec![OutcomeView {
-                name: "o".into(),
+                name: "o".parse().unwrap(),
                 status: OutcomeState::NotAchieved,
                 anchor_at: 5,
                 decided_at: Some(9),
@@ -229,7 +235,7 @@ mod tests {
             }],
             next_deadline: Some(i64::MAX),
             snapshots: vec![joinery_domain::SnapshotView {
-                name: "neet".into(),
+                name: "neet".parse().unwrap(),
                 holds: true,
                 area_code: None,
             }],
@@ -314,8 +320,8 @@ mod tests {
                     version: view.version,
                     evaluation: OldEvaluation {
                         in_cohort: e.in_cohort,
-                        area_code: e.area_code.clone(),
-                        cohort_month: e.cohort_month.clone(),
+                        area_code: e.area_code.map(String::from),
+                        cohort_month: e.cohort_month.map(String::from),
                         outcomes: e.outcomes.clone(),
                         next_deadline: e.next_deadline,
                     },

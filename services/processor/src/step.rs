@@ -240,7 +240,7 @@ pub(crate) fn step(
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let previous = record.views.get(mission.id());
+            let previous = record.views.get(mission.id().as_str());
             if !visible_change(previous, &eval) {
                 continue;
             }
@@ -251,19 +251,19 @@ pub(crate) fn step(
                 continue;
             }
             out.views.push(MissionView {
-                mission: mission.id().into(),
+                mission: mission.id().clone(),
                 citizen_key: citizen.clone(),
                 version,
                 watermark: wm,
                 in_cohort: eval.in_cohort,
-                area_code: eval.area_code.clone(),
-                cohort_month: eval.cohort_month.clone(),
+                area_code: eval.area_code,
+                cohort_month: eval.cohort_month,
                 outcomes: eval.outcomes.clone(),
                 snapshots: eval.snapshots.clone(),
                 ingested_at: cause,
             });
             record.views.insert(
-                mission.id().into(),
+                mission.id().to_string(),
                 Published {
                     version,
                     evaluation: eval,

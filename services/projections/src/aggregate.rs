@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use joinery_domain::{Millis, MissionView, OutcomeState};
 use serde::{Deserialize, Serialize};
 
-/// What one citizen's view adds to the metrics.
+/// What one citizen's view adds to the metrics: the view's typed values
+/// (checked when the view was decoded) kept as the text that keys the
+/// figures' groups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contribution {
     /// Version of the view this contribution came from.
@@ -36,17 +38,17 @@ impl From<&MissionView> for Contribution {
         Contribution {
             version: v.version,
             in_cohort: v.in_cohort,
-            area_code: v.area_code.clone(),
-            cohort_month: v.cohort_month.clone(),
+            area_code: v.area_code.map(String::from),
+            cohort_month: v.cohort_month.map(String::from),
             outcomes: v
                 .outcomes
                 .iter()
-                .map(|o| (o.name.clone(), o.status, o.duration_days))
+                .map(|o| (o.name.to_string(), o.status, o.duration_days))
                 .collect(),
             snapshots: v
                 .snapshots
                 .iter()
-                .map(|s| (s.name.clone(), s.holds, s.area_code.clone()))
+                .map(|s| (s.name.to_string(), s.holds, s.area_code.map(String::from)))
                 .collect(),
             partition: None,
         }
@@ -283,8 +285,8 @@ mod tests {
         Contribution {
             version,
             in_cohort: true,
-            area_code: Some("E1".into()),
-            cohort_month: Some("2026-01".into()),
+            area_code: Some("E09000001".parse().unwrap()),
+            cohort_month: Some("2026-01".parse().unwrap()),
             outcomes: vec![("o".into(), status, days)],
             snapshots: vec![],
             partition: None,
@@ -302,7 +304,7 @@ mod tests {
         ));
         let o = &m.total.outcomes["o"];
         assert_eq!((m.total.cohort, o.pending, o.achieved), (1, 0, 1));
-        assert_eq!(m.by_area["E1"].cohort, 1);
+        assert_eq!(m.by_area["E09000001"].cohort, 1);
     }
 
     #[test]
@@ -364,9 +366,13 @@ mod tests {
             partition: None,
         };
         let mut m = MissionMetrics::default();
-        let first = at(1, "E1", "2026-01", OutcomeState::Pending);
+        let first = at(1, "E09000001", "2026-01", OutcomeState::Pending);
         m.apply(None, &first, 0);
-        m.apply(None, &at(1, "E1", "2026-02", OutcomeState::Pending), 0);
+        m.apply(
+            None,
+            &at(1, "E09000001", "2026-02", OutcomeState::Pending),
+            0,
+        );
         m.apply(None, &at(1, "E2", "2026-01", OutcomeState::Pending), 0);
         // The first citizen's area is corrected: the contribution moves.
         m.apply(
@@ -375,7 +381,7 @@ mod tests {
             0,
         );
         assert_eq!(
-            m.by_area_month["E1"].keys().collect::<Vec<_>>(),
+            m.by_area_month["E09000001"].keys().collect::<Vec<_>>(),
             ["2026-02"],
             "nothing left behind in the old area and month"
         );
@@ -396,7 +402,7 @@ mod tests {
         rebuilt.by_area_month.clear();
         rebuilt.rebuild_area_month([
             at(2, "E2", "2026-03", OutcomeState::NotAchieved),
-            at(1, "E1", "2026-02", OutcomeState::Pending),
+            at(1, "E09000001", "2026-02", OutcomeState::Pending),
             at(1, "E2", "2026-01", OutcomeState::Pending),
         ]);
         assert_eq!(rebuilt, m);
@@ -415,9 +421,9 @@ mod tests {
         };
         let mut m = MissionMetrics::default();
         // Outside the cohort, still in the population.
-        let a = young(1, false, true, "E1");
+        let a = young(1, false, true, "E09000001");
         assert!(m.apply(None, &a, 0));
-        m.apply(None, &young(1, true, false, "E1"), 0);
+        m.apply(None, &young(1, true, false, "E09000001"), 0);
         m.apply(None, &young(1, false, true, "E2"), 0);
         let neet = &m.snapshots["neet"];
         assert_eq!(
@@ -428,7 +434,7 @@ mod tests {
             }
         );
         assert_eq!(
-            neet.by_area["E1"],
+            neet.by_area["E09000001"],
             SnapshotGroup {
                 population: 2,
                 holds: 1

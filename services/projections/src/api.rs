@@ -23,6 +23,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use joinery_domain::YearMonth;
 use joinery_runtime::auth::Principal;
 use serde::Deserialize;
 
@@ -98,19 +99,15 @@ struct MetricsQuery {
     to: Option<String>,
 }
 
-fn month(name: &str, value: Option<&str>) -> Result<Option<String>, String> {
-    match value {
-        None => Ok(None),
-        Some(v)
-            if v.len() == 7
-                && chrono::NaiveDate::parse_from_str(&format!("{v}-01"), "%Y-%m-%d").is_ok() =>
-        {
-            Ok(Some(v.to_owned()))
-        }
-        Some(v) => Err(format!(
-            "`{name}={v}` is not a cohort month; use YYYY-MM, e.g. {name}=2026-01"
-        )),
-    }
+fn month(name: &str, value: Option<&str>) -> Result<Option<YearMonth>, String> {
+    value
+        .map(|v| {
+            v.parse().map_err(|_| {
+                let shown: String = v.chars().take(24).collect();
+                format!("`{name}={shown}` is not a cohort month; use YYYY-MM, e.g. {name}=2026-01")
+            })
+        })
+        .transpose()
 }
 
 async fn mission_metrics(
@@ -159,8 +156,10 @@ async fn mission_metrics(
             return error(StatusCode::BAD_REQUEST, format!("group_by `{other}` is not supported; use group_by=area or group_by=cohort_month"));
         }
     };
+    // Group keys are the months' text; `unknown` (no anchor month) is in no range.
     let in_range = |k: &String| {
-        k != "unknown" && from.as_ref().is_none_or(|f| k >= f) && to.as_ref().is_none_or(|t| k <= t)
+        k.parse::<YearMonth>()
+            .is_ok_and(|k| from.is_none_or(|f| k >= f) && to.is_none_or(|t| k <= t))
     };
     let ranged = from.is_some() || to.is_some();
     let mut body = headline(&s, &mission, m, audience);
@@ -170,8 +169,8 @@ async fn mission_metrics(
             total.merge(c);
         }
         body.total = response::Counts::new(None, &total, audience);
-        body.from = Some(from.clone());
-        body.to = Some(to.clone());
+        body.from = Some(from);
+        body.to = Some(to);
     }
     let groups: Option<BTreeMap<&String, Counts>> = match group_by {
         None => None,

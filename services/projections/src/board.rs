@@ -72,7 +72,7 @@ struct MissionView {
 #[derive(Debug)]
 struct OutcomeView {
     /// Outcome id.
-    id: String,
+    id: joinery_domain::OutcomeId,
     /// Its description, the heading it is shown under.
     doc: String,
     /// Its figures for the whole cohort.
@@ -156,7 +156,7 @@ struct MissionPage {
 #[derive(Debug)]
 struct OutcomeSection {
     /// Outcome id.
-    id: String,
+    id: joinery_domain::OutcomeId,
     /// The id made safe for the section's element ids.
     dom_id: String,
     /// Its description, the section's heading.

@@ -186,7 +186,7 @@ impl ViewConsumer {
                     continue;
                 }
             };
-            let Some(mission) = working.get_mut(&view.mission) else {
+            let Some(mission) = working.get_mut(view.mission.as_str()) else {
                 continue;
             };
             let citizen = view.citizen_key.as_str();
@@ -199,7 +199,7 @@ impl ViewConsumer {
                     .map(|b| serde_json::from_slice::<Contribution>(&b))
                     .transpose()?,
             };
-            if old.is_none() && self.unpartitioned.contains(&view.mission) {
+            if old.is_none() && self.unpartitioned.contains(view.mission.as_str()) {
                 // Saved before contributions kept their partition: the
                 // citizen's contribution moves to its partition's key.
                 let legacy = contribution_key(&view.mission, None, citizen);
@@ -221,7 +221,7 @@ impl ViewConsumer {
                 contributions.insert(key, new);
                 touched.insert(view.mission.clone());
                 fresh.push((
-                    view.mission.clone(),
+                    view.mission.to_string(),
                     (now - view.ingested_at).max(0) as f64 / 1000.0,
                 ));
                 self.metrics
@@ -238,12 +238,12 @@ impl ViewConsumer {
         for m in &touched {
             batch.put(
                 format!("{METRICS_PREFIX}{m}"),
-                serde_json::to_vec(&working[m])?,
+                serde_json::to_vec(&working[m.as_str()])?,
             );
         }
         self.store.write(batch)?;
         for m in &touched {
-            self.metrics.publish(m, &working[m]);
+            self.metrics.publish(m, &working[m.as_str()]);
         }
         self.metrics
             .state_bytes

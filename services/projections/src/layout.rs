@@ -77,8 +77,8 @@ mod tests {
         serde_json::to_vec(&Contribution {
             version,
             in_cohort: true,
-            area_code: Some("E08000025".into()),
-            cohort_month: Some("2026-01".into()),
+            area_code: Some("E08000025".parse().unwrap()),
+            cohort_month: Some("2026-01".parse().unwrap()),
             outcomes: vec![],
             snapshots: vec![],
             partition,

@@ -148,7 +148,7 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         reloading.reload_every(Duration::from_secs(2), token).await
     });
     let defs = load_missions(&config.missions_dir)?;
-    let missions: Vec<String> = defs.iter().map(|m| m.id.clone()).collect();
+    let missions: Vec<String> = defs.iter().map(|m| m.id.to_string()).collect();
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.data_dir, &StoreOptions::default())?);
     let metrics = Metrics::new(service.telemetry());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use joinery_domain::{EventType, FieldValue};
+use joinery_domain::{EventType, FieldValue, MissionId, OutcomeId};
 use serde::Deserialize;
 
 use super::*;
@@ -45,7 +45,7 @@ struct RawCapability {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MissionFile {
-    id: String,
+    id: MissionId,
     title: String,
     doc: String,
     cohort: RawCohort,
@@ -58,7 +58,7 @@ struct MissionFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSnapshot {
-    id: String,
+    id: OutcomeId,
     doc: String,
     age: Option<RawAge>,
     #[serde(default)]
@@ -98,7 +98,7 @@ struct RawAge {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutcome {
-    id: String,
+    id: OutcomeId,
     doc: String,
     from: Option<String>,
     condition: String,
@@ -240,17 +240,6 @@ pub fn parse_mission(
             ))
             })
     };
-    if m.id.is_empty()
-        || !m
-            .id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return Err(invalid(format!(
-            "mission id `{}` must be lowercase letters, digits and underscores",
-            m.id
-        )));
-    }
     let mut used = BTreeMap::new();
     let (n, c) = known(&m.cohort.anchor, "cohort.anchor")?;
     if !c.is_occurrence() {

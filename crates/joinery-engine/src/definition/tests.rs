@@ -17,7 +17,7 @@ fn the_repository_missions_load() {
     let ids: Vec<String> = load_dir(&dir)
         .expect("load")
         .into_iter()
-        .map(|m| m.id)
+        .map(|m| m.id.to_string())
         .collect();
     assert_eq!(ids, vec!["health_and_work", "opportunity", "safer_streets"]);
 }

@@ -33,8 +33,8 @@ fn ev(n: u128, t: EventType, day: i64, fields: &[(&str, FieldValue)]) -> Event {
         occurred_at: T0 + day * DAY_MS,
         recorded_at: T0 + day * DAY_MS,
         citizen_key: key(),
-        area_code: Some("E08000025".into()),
-        birth_year_month: Some("2008-03".into()),
+        area_code: Some("E08000025".parse().unwrap()),
+        birth_year_month: Some("2008-03".parse().unwrap()),
         fields: fields
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -54,7 +54,7 @@ fn statuses(m: &MissionDef, events: &[Event], watermark_day: i64) -> Vec<(String
     m.evaluate(&c, T0 + watermark_day * DAY_MS)
         .outcomes
         .into_iter()
-        .map(|o| (o.name, o.status))
+        .map(|o| (o.name.to_string(), o.status))
         .collect()
 }
 
@@ -86,7 +86,7 @@ fn enrol(n: u128, day: i64, provider: &str) -> Event {
 
 fn born(mut events: Vec<Event>, birth: Option<&str>) -> Vec<Event> {
     for e in &mut events {
-        e.birth_year_month = birth.map(str::to_owned);
+        e.birth_year_month = birth.map(|b| b.parse().unwrap());
     }
     events
 }
@@ -146,9 +146,9 @@ fn neet_counts_everyone_of_age_not_only_the_cohort() {
     assert_eq!(
         e.snapshots,
         vec![SnapshotView {
-            name: "neet".into(),
+            name: "neet".parse().unwrap(),
             holds: true,
-            area_code: Some("E08000025".into()),
+            area_code: Some("E08000025".parse().unwrap()),
         }]
     );
     // Other missions have no snapshots.
@@ -185,7 +185,7 @@ fn neet_population_is_the_age_at_the_watermark_and_known_by_then() {
     let young = born(vec![exit(1, 0)], Some("2011-09"));
     let e = snapshots(&mission("opportunity"), &young, T0 + 10 * DAY_MS);
     assert!(e.snapshots.is_empty());
-    assert_eq!(e.next_deadline, turns("2011-09", 16));
+    assert_eq!(e.next_deadline, turns("2011-09".parse().unwrap(), 16));
     // Unknown age: never in it, and no timer for it.
     let unknown = born(vec![claim(1, 0, false)], None);
     let e = snapshots(&mission("opportunity"), &unknown, T0 + 10 * DAY_MS);
@@ -271,7 +271,7 @@ fn opportunity_short_employment_does_not_count() {
 fn opportunity_cohort_is_sixteen_to_twenty_four_at_leaving() {
     let m = mission("opportunity");
     let mut old = exit(1, 0);
-    old.birth_year_month = Some("1990-01".into());
+    old.birth_year_month = Some("1990-01".parse().unwrap());
     let mut c = CitizenEvents::default();
     c.insert(old);
     assert!(!m.evaluate(&c, T0).in_cohort);
@@ -283,8 +283,8 @@ fn opportunity_cohort_is_sixteen_to_twenty_four_at_leaving() {
         !m.evaluate(&c, T0).in_cohort,
         "unknown age is outside an age-limited cohort"
     );
-    assert_eq!(age_at("2008-03", T0), Some(17));
-    assert_eq!(age_at("2008-01", T0), Some(18));
+    assert_eq!(age_at("2008-03".parse().unwrap(), T0), Some(17));
+    assert_eq!(age_at("2008-01".parse().unwrap(), T0), Some(18));
 }
 
 #[test]
@@ -294,7 +294,10 @@ fn pending_evaluation_names_its_next_deadline() {
     c.insert(exit(1, 0));
     let e = m.evaluate(&c, T0);
     assert_eq!(e.next_deadline, Some(T0 + 180 * DAY_MS));
-    assert_eq!(e.cohort_month.as_deref(), Some("2026-01"));
+    assert_eq!(
+        e.cohort_month.map(|m| m.to_string()).as_deref(),
+        Some("2026-01")
+    );
 }
 
 fn claim(n: u128, day: i64, health: bool) -> Event {
@@ -608,11 +611,11 @@ fn reference_age(birth: &str, at: Millis) -> Option<i64> {
 
 /// A naive reference for NEET: `Some(holds)` when in the population.
 fn reference_neet(events: &[Event], wm: Millis) -> Option<bool> {
-    let birth = events.iter().find_map(|e| e.birth_year_month.clone())?;
+    let birth = events.iter().find_map(|e| e.birth_year_month)?;
     if !events.iter().any(|e| e.occurred_at <= wm) {
         return None;
     }
-    if !(16..=24).contains(&reference_age(&birth, wm)?) {
+    if !(16..=24).contains(&reference_age(&birth.to_string(), wm)?) {
         return None;
     }
     let open = |start: EventType, end: EventType, key: &str| {
@@ -648,8 +651,8 @@ fn reference_opportunity(events: &[Event], watermark: Millis) -> Option<OutcomeS
         .filter(|e| e.event_type == EventType::EducationExited)
         .map(|e| e.occurred_at)
         .min()?;
-    let birth = events.iter().find_map(|e| e.birth_year_month.clone())?;
-    if !(16..=24).contains(&reference_age(&birth, anchor)?) {
+    let birth = events.iter().find_map(|e| e.birth_year_month)?;
+    if !(16..=24).contains(&reference_age(&birth.to_string(), anchor)?) {
         return None;
     }
     let (ws, we) = (anchor, anchor + 180 * DAY_MS);

@@ -47,8 +47,8 @@ fn event(c: u8, id: u128, t: EventType, day: i64, fields: &[(&str, FieldValue)])
             occurred_at: at,
             recorded_at: at,
             citizen_key: citizen(c),
-            area_code: Some("E08000025".into()),
-            birth_year_month: Some("2008-03".into()),
+            area_code: Some("E08000025".parse().unwrap()),
+            birth_year_month: Some("2008-03".parse().unwrap()),
             fields: fields
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -187,8 +187,8 @@ impl Memory {
 /// was published at depend on batching; this does not).
 type Visible = (
     bool,
-    Option<String>,
-    Option<String>,
+    Option<joinery_domain::AreaCode>,
+    Option<joinery_domain::YearMonth>,
     Vec<joinery_domain::OutcomeView>,
     Vec<joinery_domain::SnapshotView>,
 );
@@ -196,8 +196,8 @@ type Visible = (
 fn visible(e: &Evaluation) -> Visible {
     (
         e.in_cohort,
-        e.area_code.clone(),
-        e.cohort_month.clone(),
+        e.area_code,
+        e.cohort_month,
         e.outcomes.clone(),
         e.snapshots.clone(),
     )
@@ -206,8 +206,8 @@ fn visible(e: &Evaluation) -> Visible {
 fn visible_view(v: &MissionView) -> Visible {
     (
         v.in_cohort,
-        v.area_code.clone(),
-        v.cohort_month.clone(),
+        v.area_code,
+        v.cohort_month,
         v.outcomes.clone(),
         v.snapshots.clone(),
     )
@@ -273,7 +273,12 @@ fn settled(m: &Memory) -> Settled {
         last_views: m
             .published
             .iter()
-            .map(|v| ((v.mission.clone(), v.citizen_key.clone()), visible_view(v)))
+            .map(|v| {
+                (
+                    (v.mission.to_string(), v.citizen_key.clone()),
+                    visible_view(v),
+                )
+            })
             .collect::<BTreeMap<_, _>>()
             .into_iter()
             .filter(|(_, v)| counts(v))
@@ -425,7 +430,7 @@ proptest! {
         prop_assert_eq!(settled(&whole), settled(&split));
         let mut last: BTreeMap<(String, CitizenKey), i64> = BTreeMap::new();
         for v in &split.published {
-            let before = last.insert((v.mission.clone(), v.citizen_key.clone()), v.version);
+            let before = last.insert((v.mission.to_string(), v.citizen_key.clone()), v.version);
             prop_assert!(before.is_none_or(|b| b < v.version), "versions grow");
         }
     }
@@ -448,7 +453,7 @@ proptest! {
         for (c, record) in &p.citizens {
             for m in &defs {
                 let eval = m.evaluate(&record.events, wm);
-                let last = s.last_views.get(&(m.id().to_owned(), c.clone()));
+                let last = s.last_views.get(&(m.id().to_string(), c.clone()));
                 match last {
                     Some(v) => prop_assert_eq!(v, &visible(&eval)),
                     None => prop_assert!(!eval.in_cohort && eval.snapshots.is_empty()),

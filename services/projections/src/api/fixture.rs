@@ -136,13 +136,13 @@ pub(crate) fn fixture(
         .expect("the repository's missions load");
     let mut metrics: HashMap<String, MissionMetrics> = defs
         .iter()
-        .map(|d| (d.id.clone(), MissionMetrics::default()))
+        .map(|d| (d.id.to_string(), MissionMetrics::default()))
         .collect();
     metrics.insert("opportunity".into(), opportunity());
     edit(&mut defs, &mut metrics);
     let shared = Shared {
         metrics: RwLock::new(metrics),
-        missions: defs.iter().map(|d| d.id.clone()).collect(),
+        missions: defs.iter().map(|d| d.id.to_string()).collect(),
         defs,
         tokens: TokenStore::load(&tokens).expect("loads the token file"),
         disclosure: Disclosure::default(),

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use joinery_domain::Millis;
+use joinery_domain::{Millis, OutcomeId, YearMonth};
 use joinery_engine::MissionDef;
 use serde::{Serialize, Serializer};
 
@@ -107,7 +107,7 @@ pub(crate) struct Mission {
     /// The first cohort month the figures cover, only when the request set
     /// `from` or `to` (then null when it set only `to`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) from: Option<Option<String>>,
+    pub(crate) from: Option<Option<YearMonth>>,
     /// The figures by group (`group_by` and `groups`), only when the
     /// request asked for a grouping.
     #[serde(flatten)]
@@ -122,13 +122,13 @@ pub(crate) struct Mission {
     pub(crate) rebuilding: Option<RebuildProgress>,
     /// Each snapshot measure (e.g. `neet`) by id; never limited by `from`
     /// or `to`.
-    pub(crate) snapshots: BTreeMap<String, Snapshot>,
+    pub(crate) snapshots: BTreeMap<OutcomeId, Snapshot>,
     /// The mission's title; null when its definition is missing.
     pub(crate) title: Option<String>,
     /// The last cohort month the figures cover, only when the request set
     /// `from` or `to` (then null when it set only `from`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) to: Option<Option<String>>,
+    pub(crate) to: Option<Option<YearMonth>>,
     /// The whole cohort (of the requested cohort months, if any).
     pub(crate) total: Counts,
     /// When the figures last changed; null before the first view.
@@ -150,7 +150,7 @@ impl Mission {
             def.snapshots
                 .iter()
                 .map(|s| {
-                    let counts = m.snapshots.get(&s.id).cloned().unwrap_or_default();
+                    let counts = m.snapshots.get(s.id.as_str()).cloned().unwrap_or_default();
                     (s.id.clone(), Snapshot::new(&s.doc, &counts, audience))
                 })
                 .collect()
@@ -209,7 +209,7 @@ pub(crate) struct OutcomeDefinition {
     /// Plain-language description.
     pub(crate) doc: String,
     /// Outcome id within the mission.
-    pub(crate) id: String,
+    pub(crate) id: OutcomeId,
 }
 
 /// Progress of a rebuild under way.
