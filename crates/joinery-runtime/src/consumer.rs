@@ -214,16 +214,7 @@ impl StatefulConsumer {
             .set("statistics.interval.ms", "5000")
             .create_with_context(context)
             .map_err(ConsumerError::Setup)?;
-        let errors = telemetry.register(
-            prometheus::IntCounterVec::new(
-                prometheus::Opts::new(
-                    "joinery_consumer_errors_total",
-                    "Errors reported by a Kafka consumer, by kind (transient: retried by the client; fatal: the service stops)",
-                ),
-                &["kind"],
-            )
-            .expect("static metric definition is valid"),
-        );
+        let errors = telemetry.counter_vec(&crate::metrics::CONSUMER_ERRORS);
         Ok(StatefulConsumer {
             consumer,
             failure,

@@ -322,16 +322,7 @@ impl StoredOffsetsContext {
     /// librdkafka's statistics (set `statistics.interval.ms` on the
     /// consumer): lag without blocking broker round trips.
     pub fn with_lag_gauge(self, telemetry: &crate::Telemetry, group: &str) -> StoredOffsetsContext {
-        let lag = telemetry.register(
-            prometheus::IntGaugeVec::new(
-                prometheus::Opts::new(
-                    "joinery_consumer_lag_records",
-                    "Records behind the end of each partition",
-                ),
-                &["group", "topic", "partition"],
-            )
-            .expect("valid"),
-        );
+        let lag = telemetry.gauge_vec(&crate::metrics::CONSUMER_LAG);
         let group = group.to_owned();
         self.with_stats(Arc::new(move |stats| {
             for (topic, t) in &stats.topics {

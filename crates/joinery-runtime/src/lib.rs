@@ -10,6 +10,7 @@
 //!
 //! - [`auth`]: bearer tokens, stored hashed, and the principals they stand for.
 //! - [`telemetry`]: tracing subscriber and the metrics registry.
+//! - [`metrics`]: every metric Joinery exports, by name, help and labels.
 //! - [`http`]: the operator endpoints and a server that drains on shutdown.
 //! - [`service`]: the skeleton every service runs in: telemetry, health,
 //!   listener, named tasks under a supervisor, drain on shutdown.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod consumer;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod rebalance;
 pub mod retry;
 pub mod secret;

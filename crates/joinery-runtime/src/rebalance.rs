@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prometheus::{Histogram, HistogramOpts, IntGauge};
+use prometheus::{Histogram, IntGauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::{KafkaSettings, OffsetLookup, RebalanceEvent};
-use crate::Telemetry;
+use crate::{metrics, Telemetry};
 
 /// A partition's (first offset, end offset).
 type LogBounds = (i64, i64);
@@ -49,38 +49,14 @@ pub struct RestoreTracker {
 impl RestoreTracker {
     /// Registers the metrics with the service's telemetry.
     pub fn new(t: &Telemetry) -> RestoreTracker {
-        let buckets = vec![
+        let buckets = [
             0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
         ];
         RestoreTracker {
             state: Arc::default(),
-            pause: t.register(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "joinery_rebalance_pause_seconds",
-                        "Time from partitions being revoked to the next assignment",
-                    )
-                    .buckets(buckets.clone()),
-                )
-                .expect("valid"),
-            ),
-            restore: t.register(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "joinery_partition_restore_seconds",
-                        "Time from a partition's assignment until its state caught up with the log end it had then (restore by replay)",
-                    )
-                    .buckets(buckets),
-                )
-                .expect("valid"),
-            ),
-            restoring: t.register(
-                IntGauge::new(
-                    "joinery_partitions_restoring",
-                    "Assigned partitions whose state has not yet caught up with the log end they had at assignment",
-                )
-                .expect("valid"),
-            ),
+            pause: t.histogram(&metrics::REBALANCE_PAUSE, &buckets),
+            restore: t.histogram(&metrics::PARTITION_RESTORE, &buckets),
+            restoring: t.gauge(&metrics::PARTITIONS_RESTORING),
         }
     }
 

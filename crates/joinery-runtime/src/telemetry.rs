@@ -3,6 +3,8 @@
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
+use crate::metrics::{self, MetricDef};
+
 /// Installs the tracing subscriber: human-readable to stderr, filtered by
 /// `RUST_LOG` (default `info`). Safe to call more than once (tests).
 pub fn init_tracing() {
@@ -26,16 +28,44 @@ impl Telemetry {
     /// A fresh registry for `service` (`joinery_service_up{service=...}` is set to 1).
     pub fn new(service: &str) -> Telemetry {
         let registry = Registry::new();
-        let up = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new("joinery_service_up", "1 while the service runs"),
-            &["service"],
-        )
-        .expect("static metric definition is valid");
-        registry
-            .register(Box::new(up.clone()))
-            .expect("first registration in a fresh registry");
-        up.with_label_values(&[service]).set(1);
-        Telemetry { registry }
+        let telemetry = Telemetry { registry };
+        telemetry
+            .gauge_vec(&metrics::SERVICE_UP)
+            .with_label_values(&[service])
+            .set(1);
+        telemetry
+    }
+
+    /// Registers an integer counter with labels.
+    pub fn counter_vec(&self, m: &MetricDef) -> prometheus::IntCounterVec {
+        self.register(prometheus::IntCounterVec::new(opts(m), m.labels).expect(VALID))
+    }
+
+    /// Registers a floating-point counter without labels (e.g. seconds).
+    pub fn float_counter(&self, m: &MetricDef) -> prometheus::Counter {
+        self.register(prometheus::Counter::with_opts(opts(m)).expect(VALID))
+    }
+
+    /// Registers an integer gauge with labels.
+    pub fn gauge_vec(&self, m: &MetricDef) -> prometheus::IntGaugeVec {
+        self.register(prometheus::IntGaugeVec::new(opts(m), m.labels).expect(VALID))
+    }
+
+    /// Registers an integer gauge without labels.
+    pub fn gauge(&self, m: &MetricDef) -> prometheus::IntGauge {
+        self.register(prometheus::IntGauge::with_opts(opts(m)).expect(VALID))
+    }
+
+    /// Registers a histogram without labels, with these bucket bounds.
+    pub fn histogram(&self, m: &MetricDef, buckets: &[f64]) -> prometheus::Histogram {
+        let o = prometheus::HistogramOpts::new(m.name, m.help).buckets(buckets.to_vec());
+        self.register(prometheus::Histogram::with_opts(o).expect(VALID))
+    }
+
+    /// Registers a histogram with labels, with these bucket bounds.
+    pub fn histogram_vec(&self, m: &MetricDef, buckets: &[f64]) -> prometheus::HistogramVec {
+        let o = prometheus::HistogramOpts::new(m.name, m.help).buckets(buckets.to_vec());
+        self.register(prometheus::HistogramVec::new(o, m.labels).expect(VALID))
     }
 
     /// Registers a collector; a duplicate name is a programming error.
@@ -54,6 +84,13 @@ impl Telemetry {
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(buf).expect("the text encoder writes UTF-8")
     }
+}
+
+/// The definitions in [`metrics`] are static and checked by its tests.
+const VALID: &str = "a metric definition from joinery_runtime::metrics is valid";
+
+fn opts(m: &MetricDef) -> prometheus::Opts {
+    prometheus::Opts::new(m.name, m.help)
 }
 
 /// Bucket bounds (seconds) of the freshness histograms (event to view, event

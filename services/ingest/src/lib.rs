@@ -65,34 +65,15 @@ pub(crate) struct IngestMetrics {
 
 impl IngestMetrics {
     fn new(t: &Telemetry) -> IngestMetrics {
+        use joinery_runtime::metrics;
         IngestMetrics {
-            events: t.register(
-                prometheus::IntCounterVec::new(
-                    prometheus::Opts::new(
-                        "joinery_ingest_events_total",
-                        "Events received by the gateway, by department, event type, outcome (accepted or rejected) and reason",
-                    ),
-                    &["department", "event_type", "outcome", "reason"],
-                )
-                .expect("valid metric"),
-            ),
-            queue_depth: t.register(
-                prometheus::IntGauge::new(
-                    "joinery_ingest_producer_queue_messages",
-                    "Events handed to the Kafka producer and not yet acknowledged",
-                )
-                .expect("valid metric"),
-            ),
-            request_seconds: t.register(
-                prometheus::HistogramVec::new(
-                    prometheus::HistogramOpts::new(
-                        "joinery_ingest_request_duration_seconds",
-                        "Time from request to response of POST /v1/events, by status code",
-                    )
-                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-                    &["status"],
-                )
-                .expect("valid metric"),
+            events: t.counter_vec(&metrics::INGEST_EVENTS),
+            queue_depth: t.gauge(&metrics::INGEST_QUEUE),
+            request_seconds: t.histogram_vec(
+                &metrics::INGEST_REQUEST_SECONDS,
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
             ),
         }
     }

@@ -250,7 +250,11 @@ fn view(schema_id: u32, citizen: &str, version: i64) -> Vec<u8> {
         version,
         watermark: version,
         in_cohort: true,
-        area_code: Some(format!("E0600000{}", version % 10).parse().expect("a valid value")),
+        area_code: Some(
+            format!("E0600000{}", version % 10)
+                .parse()
+                .expect("a valid value"),
+        ),
         cohort_month: Some("2026-01".parse().expect("a valid value")),
         outcomes: vec![],
         snapshots: vec![],

@@ -1,5 +1,7 @@
 //! The processor's metrics, registered with the service's telemetry.
 
+use joinery_runtime::metrics;
+use joinery_runtime::telemetry::FRESHNESS_BUCKETS;
 use joinery_runtime::Telemetry;
 
 /// The processor's metrics.
@@ -20,112 +22,24 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(t: &Telemetry) -> Metrics {
-        use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
         Metrics {
-            events: t.register(
-                IntCounterVec::new(
-                    Opts::new(
-                        "joinery_processor_events_total",
-                        "Department events applied, by event type and result (applied, duplicate)",
-                    ),
-                    &["event_type", "result"],
-                )
-                .expect("valid"),
+            events: t.counter_vec(&metrics::PROCESSOR_EVENTS),
+            dead_letters: t.counter_vec(&metrics::DEAD_LETTERS),
+            event_to_view: t.histogram_vec(&metrics::EVENT_TO_VIEW, FRESHNESS_BUCKETS),
+            views: t.counter_vec(&metrics::PROCESSOR_VIEWS),
+            batch_seconds: t.histogram(
+                &metrics::PROCESSOR_BATCH_SECONDS,
+                &prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets"),
             ),
-            dead_letters: t.register(
-                IntCounterVec::new(
-                    Opts::new(
-                        "joinery_dead_letters_total",
-                        "Records sent to the dead-letter topic, by source topic and reason",
-                    ),
-                    &["topic", "reason"],
-                )
-                .expect("valid"),
+            batch_records: t.histogram(
+                &metrics::PROCESSOR_BATCH_RECORDS,
+                &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
             ),
-            event_to_view: t.register(
-                prometheus::HistogramVec::new(
-                    prometheus::HistogramOpts::new(
-                        "joinery_event_to_view_seconds",
-                        "Time from a department event being produced to Kafka to the changed view being written by the processor",
-                    )
-                    .buckets(joinery_runtime::telemetry::FRESHNESS_BUCKETS.to_vec()),
-                    &["mission"],
-                )
-                .expect("valid"),
-            ),
-            views: t.register(
-                IntCounterVec::new(
-                    Opts::new(
-                        "joinery_processor_views_published_total",
-                        "Changed mission views published, by mission",
-                    ),
-                    &["mission"],
-                )
-                .expect("valid"),
-            ),
-            batch_seconds: t.register(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "joinery_processor_batch_duration_seconds",
-                        "Time to process, persist and publish one batch",
-                    )
-                    .buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid")),
-                )
-                .expect("valid"),
-            ),
-            batch_records: t.register(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "joinery_processor_batch_records",
-                        "Records per processed batch",
-                    )
-                    .buckets(vec![
-                        1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0,
-                    ]),
-                )
-                .expect("valid"),
-            ),
-            idle_seconds: t.register(
-                prometheus::Counter::new(
-                    "joinery_processor_idle_seconds_total",
-                    "Time spent waiting for the first record of a batch",
-                )
-                .expect("valid"),
-            ),
-            watermark: t.register(
-                IntGaugeVec::new(
-                    Opts::new(
-                        "joinery_processor_watermark_seconds",
-                        "Event-time watermark of each partition (Unix seconds)",
-                    ),
-                    &["partition"],
-                )
-                .expect("valid"),
-            ),
-            rebalances: t.register(
-                IntCounterVec::new(
-                    Opts::new(
-                        "joinery_processor_rebalances_total",
-                        "Consumer group rebalances, by kind (assigned, revoked, failed)",
-                    ),
-                    &["kind"],
-                )
-                .expect("valid"),
-            ),
-            store_bytes: t.register(
-                IntGauge::new(
-                    "joinery_processor_state_bytes",
-                    "Estimated live data in the processor's RocksDB",
-                )
-                .expect("valid"),
-            ),
-            block_cache_bytes: t.register(
-                IntGauge::new(
-                    "joinery_processor_block_cache_bytes",
-                    "Bytes in use in the RocksDB block cache",
-                )
-                .expect("valid"),
-            ),
+            idle_seconds: t.float_counter(&metrics::PROCESSOR_IDLE),
+            watermark: t.gauge_vec(&metrics::PROCESSOR_WATERMARK),
+            rebalances: t.counter_vec(&metrics::PROCESSOR_REBALANCES),
+            store_bytes: t.gauge(&metrics::PROCESSOR_STATE_BYTES),
+            block_cache_bytes: t.gauge(&metrics::PROCESSOR_BLOCK_CACHE),
         }
     }
 }

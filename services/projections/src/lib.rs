@@ -84,16 +84,19 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     fn new(t: &Telemetry) -> Metrics {
-        use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+        use joinery_runtime::metrics;
         Metrics {
-            cohort: t.register(IntGaugeVec::new(Opts::new("joinery_mission_cohort_citizens", "Citizens in each mission's cohort (exact)"), &["mission"]).expect("valid")),
-            outcomes: t.register(IntGaugeVec::new(Opts::new("joinery_outcome_citizens", "Citizens by mission, outcome and status (pending, achieved, not_achieved; exact)"), &["mission", "outcome", "status"]).expect("valid")),
-            snapshots: t.register(IntGaugeVec::new(Opts::new("joinery_snapshot_citizens", "Citizens in each snapshot measure at the watermark: its population, and those in the measured state (e.g. NEET), by mission and snapshot (exact)"), &["mission", "snapshot", "of"]).expect("valid")),
-            rebuilding: t.register(IntGaugeVec::new(Opts::new("joinery_projections_rebuilding", "1 while a rebuild of the mission is under way (its figures are incomplete), else 0"), &["mission"]).expect("valid")),
-            freshness: t.register(HistogramVec::new(HistogramOpts::new("joinery_event_to_metric_seconds", "Time from a department event being produced to Kafka to the metric reflecting it").buckets(joinery_runtime::telemetry::FRESHNESS_BUCKETS.to_vec()), &["mission"]).expect("valid")),
-            views: t.register(IntCounterVec::new(Opts::new("joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)"), &["mission", "result"]).expect("valid")),
-            dead_letters: t.register(IntCounterVec::new(Opts::new("joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason"), &["reason"]).expect("valid")),
-            state_bytes: t.register(prometheus::IntGauge::new("joinery_projections_state_bytes", "Estimated live bytes of the projections' RocksDB state").expect("valid")),
+            cohort: t.gauge_vec(&metrics::MISSION_COHORT),
+            outcomes: t.gauge_vec(&metrics::OUTCOME_CITIZENS),
+            snapshots: t.gauge_vec(&metrics::SNAPSHOT_CITIZENS),
+            rebuilding: t.gauge_vec(&metrics::PROJECTIONS_REBUILDING),
+            freshness: t.histogram_vec(
+                &metrics::EVENT_TO_METRIC,
+                joinery_runtime::telemetry::FRESHNESS_BUCKETS,
+            ),
+            views: t.counter_vec(&metrics::PROJECTIONS_VIEWS),
+            dead_letters: t.counter_vec(&metrics::PROJECTIONS_UNDECODABLE),
+            state_bytes: t.gauge(&metrics::PROJECTIONS_STATE_BYTES),
         }
     }
 
