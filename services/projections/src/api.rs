@@ -31,30 +31,63 @@ use crate::aggregate::{Counts, MissionMetrics};
 use crate::Shared;
 use response::{ApiError, Audience, GroupBy, Grouped, Mission, MissionList};
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = ApiError {
-        error: message.into(),
-    };
-    (status, Json(body)).into_response()
+/// Why a metrics request was refused. Every variant is the caller's to
+/// fix, and says how; the figures themselves cannot fail.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    /// No bearer token, or one that is not known.
+    #[error(
+        "missing or invalid bearer token: send `Authorization: Bearer <board or operator token>`"
+    )]
+    Unauthorized,
+    /// The token's principal may not read this mission.
+    #[error("this token may not read mission `{0}`")]
+    Forbidden(String),
+    /// No mission has this id.
+    #[error("unknown mission `{mission}`; known missions: {known}")]
+    UnknownMission {
+        /// The id asked for (shortened when long).
+        mission: String,
+        /// The missions that exist.
+        known: String,
+    },
+    /// A query parameter is invalid.
+    #[error("{0}")]
+    BadQuery(String),
 }
 
-/// A request without a valid bearer token.
-struct Unauthorized;
-
-impl IntoResponse for Unauthorized {
-    fn into_response(self) -> Response {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid bearer token: send `Authorization: Bearer <board or operator token>`",
-        )
+impl RequestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RequestError::UnknownMission { .. } => StatusCode::NOT_FOUND,
+            RequestError::BadQuery(_) => StatusCode::BAD_REQUEST,
+        }
     }
 }
 
-fn principal(s: &Shared, headers: &HeaderMap) -> Result<Principal, Unauthorized> {
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let body = ApiError {
+            error: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// A value from the request, shortened for an error message.
+fn shown(v: &str) -> String {
+    v.chars().take(40).collect()
+}
+
+fn principal(s: &Shared, headers: &HeaderMap) -> Result<Principal, RequestError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    s.tokens.authenticate(auth).ok_or(Unauthorized)
+    s.tokens
+        .authenticate(auth)
+        .ok_or(RequestError::Unauthorized)
 }
 
 /// Whom a principal's figures are for: operators get exact figures, every
@@ -73,11 +106,11 @@ pub(crate) fn headline(s: &Shared, id: &str, m: &MissionMetrics, audience: Audie
     Mission::headline(id, def, m, audience)
 }
 
-async fn list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let p = match principal(&s, &headers) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
+async fn list(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<MissionList>, RequestError> {
+    let p = principal(&s, &headers)?;
     let metrics = s.metrics.read();
     let audience = audience(&s, &p);
     let missions = s
@@ -86,7 +119,7 @@ async fn list(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         .filter(|m| p.may_read(m))
         .map(|m| headline(&s, m, &metrics[m], audience))
         .collect();
-    Json(MissionList { missions }).into_response()
+    Ok(Json(MissionList { missions }))
 }
 
 #[derive(Deserialize)]
@@ -99,12 +132,14 @@ struct MetricsQuery {
     to: Option<String>,
 }
 
-fn month(name: &str, value: Option<&str>) -> Result<Option<YearMonth>, String> {
+fn month(name: &str, value: Option<&str>) -> Result<Option<YearMonth>, RequestError> {
     value
         .map(|v| {
             v.parse().map_err(|_| {
-                let shown: String = v.chars().take(24).collect();
-                format!("`{name}={shown}` is not a cohort month; use YYYY-MM, e.g. {name}=2026-01")
+                RequestError::BadQuery(format!(
+                    "`{name}={}` is not a cohort month; use YYYY-MM, e.g. {name}=2026-01",
+                    shown(v)
+                ))
             })
         })
         .transpose()
@@ -115,45 +150,36 @@ async fn mission_metrics(
     Path(mission): Path<String>,
     Query(q): Query<MetricsQuery>,
     headers: HeaderMap,
-) -> Response {
-    let p = match principal(&s, &headers) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
+) -> Result<Json<Mission>, RequestError> {
+    let p = principal(&s, &headers)?;
     let metrics = s.metrics.read();
     let Some(m) = metrics.get(&mission) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown mission `{mission}`; known missions: {}",
-                s.missions.join(", ")
-            ),
-        );
+        return Err(RequestError::UnknownMission {
+            mission: shown(&mission),
+            known: s.missions.join(", "),
+        });
     };
     if !p.may_read(&mission) {
-        return error(
-            StatusCode::FORBIDDEN,
-            format!("this token may not read mission `{mission}`"),
-        );
+        return Err(RequestError::Forbidden(mission));
     }
     let audience = audience(&s, &p);
-    let (from, to) = match (
-        month("from", q.from.as_deref()),
-        month("to", q.to.as_deref()),
-    ) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    let (from, to) = (
+        month("from", q.from.as_deref())?,
+        month("to", q.to.as_deref())?,
+    );
     if let (Some(f), Some(t)) = (&from, &to) {
         if f > t {
-            return error(StatusCode::BAD_REQUEST, format!("from={f} is after to={t}"));
+            return Err(RequestError::BadQuery(format!("from={f} is after to={t}")));
         }
     }
     let group_by = match q.group_by.as_deref().map(|g| (g, GroupBy::parse(g))) {
         None => None,
         Some((_, Some(g))) => Some(g),
         Some((other, None)) => {
-            return error(StatusCode::BAD_REQUEST, format!("group_by `{other}` is not supported; use group_by=area or group_by=cohort_month"));
+            return Err(RequestError::BadQuery(format!(
+                "group_by `{}` is not supported; use group_by=area or group_by=cohort_month",
+                shown(other)
+            )));
         }
     };
     // Group keys are the months' text; `unknown` (no anchor month) is in no range.
@@ -204,7 +230,7 @@ async fn mission_metrics(
                 .collect(),
         });
     }
-    Json(body).into_response()
+    Ok(Json(body))
 }
 
 /// The OpenAPI document of this API.

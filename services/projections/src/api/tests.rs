@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::fixture::{
@@ -49,6 +49,7 @@ async fn metrics(f: &Fixture, token: Option<&str>, mission: &str, query: &str) -
         headers(token),
     )
     .await
+    .into_response()
 }
 
 /// The fixture, with `safer_streets` being rebuilt.
@@ -92,7 +93,9 @@ async fn responses_keep_their_shape_byte_for_byte() {
         ("list-board.json", BOARD_TOKEN),
         ("list-operator.json", OPERATOR_TOKEN),
     ] {
-        let r = list(State(f.shared.clone()), headers(Some(token))).await;
+        let r = list(State(f.shared.clone()), headers(Some(token)))
+            .await
+            .into_response();
         check(name, &text(r).await);
     }
     for (name, token, mission, query) in [
