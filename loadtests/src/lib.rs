@@ -25,8 +25,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// 2025-01-01, the first simulated day.
-pub const T0: i64 = 1_735_689_600_000;
+/// 2023-01-01, the first simulated day: in the past, so that no generated
+/// event is dated after the moment it is published (Joinery holds such an
+/// event until event time reaches its date).
+pub const T0: i64 = 1_672_531_200_000;
 
 /// One department record to produce: its type, the citizen key, the Avro value.
 pub type Record = (EventType, String, Value);
@@ -232,6 +234,9 @@ pub fn population_records(
     catalog: &Catalog,
 ) -> Result<Vec<Record>> {
     let p = Pseudonymiser::new(key.to_vec())?;
+    // Every generated event carries its recorded_at; `now` only bounds how
+    // far ahead an event may be dated, as at the gateway.
+    let now = chrono::Utc::now().timestamp_millis();
     population
         .events
         .iter()
@@ -240,7 +245,8 @@ pub fn population_records(
                 &e.json,
                 |t| catalog.event_schema(t).clone(),
                 &p,
-                0,
+                now,
+                joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
             )
             .map_err(|errors| anyhow::anyhow!("generated event refused: {errors:?}"))?;
             Ok((c.event_type, c.citizen_key, c.value))

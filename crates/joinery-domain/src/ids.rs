@@ -67,6 +67,11 @@ impl fmt::Display for CitizenKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EventId(pub uuid::Uuid);
 
+impl EventId {
+    /// The least id (the nil UUID), as a bound for ranges keyed by id.
+    pub const MIN: EventId = EventId(uuid::Uuid::nil());
+}
+
 impl FromStr for EventId {
     type Err = uuid::Error;
 

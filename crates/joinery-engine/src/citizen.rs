@@ -1,6 +1,7 @@
 //! One citizen's event history, deduplicated by `event_id` and kept in event
 //! time order, so that evaluation never depends on arrival order.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use joinery_domain::{Event, EventId, EventType, Millis};
@@ -50,6 +51,26 @@ impl CitizenEvents {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
+
+    /// The history as it stood at event time `t`: the events that had
+    /// happened by then (at or before `t`), and the time of the first event
+    /// dated after it, if any (a future-dated event, kept but not yet
+    /// counted). Borrows when nothing is dated after `t`.
+    pub fn as_of(&self, t: Millis) -> (Cow<'_, CitizenEvents>, Option<Millis>) {
+        let Some(after) = t.checked_add(1) else {
+            return (Cow::Borrowed(self), None);
+        };
+        let bound = (after, EventId::MIN);
+        let Some(((next, _), _)) = self.events.range(bound..).next() else {
+            return (Cow::Borrowed(self), None);
+        };
+        let events = self
+            .events
+            .range(..bound)
+            .map(|(k, e)| (*k, e.clone()))
+            .collect();
+        (Cow::Owned(CitizenEvents { events }), Some(*next))
+    }
 }
 
 impl From<Vec<Event>> for CitizenEvents {
@@ -90,5 +111,31 @@ mod tests {
         let json = serde_json::to_vec(&c).expect("serialises");
         let back: CitizenEvents = serde_json::from_slice(&json).expect("deserialises");
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn as_of_keeps_what_had_happened_and_names_the_next_event() {
+        let at = |n: u128, t: Millis| Event {
+            event_id: EventId(uuid::Uuid::from_u128(n)),
+            event_type: EventType::EducationExited,
+            occurred_at: t,
+            recorded_at: t,
+            citizen_key: "ab".repeat(32).parse().expect("key"),
+            area_code: None,
+            birth_year_month: None,
+            fields: Default::default(),
+        };
+        let c = CitizenEvents::from(vec![at(1, 10), at(2, 20), at(3, 20), at(4, 30)]);
+        let (now, next) = c.as_of(20);
+        assert_eq!(
+            now.iter().map(|e| e.occurred_at).collect::<Vec<_>>(),
+            [10, 20, 20]
+        );
+        assert_eq!(next, Some(30));
+        assert!(matches!(c.as_of(30), (Cow::Borrowed(_), None)));
+        assert!(matches!(c.as_of(Millis::MAX), (Cow::Borrowed(_), None)));
+        let (none, next) = c.as_of(Millis::MIN);
+        assert!(none.is_empty());
+        assert_eq!(next, Some(10));
     }
 }

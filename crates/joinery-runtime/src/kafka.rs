@@ -101,9 +101,28 @@ pub struct TopicSpec {
     pub name: String,
     /// Partition count.
     pub partitions: i32,
-    /// Whether the topic is compacted (views, schemas) rather than retained.
-    pub compacted: bool,
+    /// How it keeps its records.
+    pub kind: TopicKind,
 }
+
+/// How a topic keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// Department events: kept forever, and a record whose timestamp is
+    /// more than [`MAX_FUTURE_TIMESTAMP_MS`] ahead of the broker's clock is
+    /// refused (`message.timestamp.after.max.ms`), so that no producer can
+    /// date a record's arrival in the future: the processor's event time
+    /// never passes a record's timestamp by more than the clock skew.
+    Events,
+    /// Compacted: the last record per key (views, schemas).
+    Compacted,
+    /// Kept forever (dead letters, benchmark output).
+    Retained,
+}
+
+/// How far ahead of the broker's clock a department record's timestamp may
+/// be: one hour, for producers' clock drift.
+pub const MAX_FUTURE_TIMESTAMP_MS: &str = "3600000";
 
 /// Whether a Kafka error is transient: a broker that has just started (or
 /// restarted) answers with these until partition leaders are elected.
@@ -182,11 +201,14 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> an
                 t.partitions,
                 TopicReplication::Fixed(settings.replication),
             );
-            if t.compacted {
-                nt.set("cleanup.policy", "compact")
-                    .set("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS)
-            } else {
-                nt.set("retention.ms", "-1")
+            match t.kind {
+                TopicKind::Compacted => nt
+                    .set("cleanup.policy", "compact")
+                    .set("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS),
+                TopicKind::Events => nt
+                    .set("retention.ms", "-1")
+                    .set("message.timestamp.after.max.ms", MAX_FUTURE_TIMESTAMP_MS),
+                TopicKind::Retained => nt.set("retention.ms", "-1"),
             }
         })
         .collect();

@@ -59,6 +59,15 @@ pub enum DecodeError {
     /// The Avro body is truncated or corrupt, or cannot be resolved to the reader schema.
     #[error("Avro body is corrupt or incompatible with the reader schema: {0}")]
     CorruptAvro(String),
+    /// An event time that cannot be true: before 1900, or further ahead of
+    /// the moment the record was produced than the configured horizon.
+    #[error("field `{field}` {error}")]
+    EventTime {
+        /// `occurred_at` or `recorded_at`.
+        field: &'static str,
+        /// What is wrong with it.
+        error: joinery_domain::event::EventTimeError,
+    },
     /// The body decoded but a field is invalid (e.g. a citizen_key that is not a pseudonym).
     #[error("field `{field}` is invalid: {reason}")]
     InvalidField {
@@ -81,6 +90,7 @@ impl DecodeError {
             DecodeError::WrongTopic { .. } => "wrong_topic",
             DecodeError::CorruptAvro(_) => "corrupt_avro",
             DecodeError::InvalidField { .. } => "invalid_field",
+            DecodeError::EventTime { .. } => "event_time_out_of_range",
         }
     }
 

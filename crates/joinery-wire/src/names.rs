@@ -3,6 +3,8 @@
 //! (`KafkaSettings::topic`) to the topic names.
 
 pub use joinery_domain::department::EVENTS_TOPIC_PREFIX;
+use joinery_domain::Department;
+use joinery_runtime::kafka::{KafkaSettings, TopicKind, TopicSpec};
 
 /// Prefix of every mission's compacted view topic: `joinery.views.<mission>`.
 pub const VIEWS_TOPIC_PREFIX: &str = "joinery.views.";
@@ -30,6 +32,21 @@ pub const SOURCE_PARTITION_HEADER: &str = "joinery.source.partition";
 pub const SOURCE_OFFSET_HEADER: &str = "joinery.source.offset";
 /// Dead-letter header: the service that refused the record.
 pub const SERVICE_HEADER: &str = "joinery.service";
+
+/// The department topics (`joinery.events.<department>`, with the
+/// namespace), all with the same partition count so that a citizen's events
+/// meet in one partition, and timestamps bounded by the broker
+/// ([`TopicKind::Events`]).
+pub fn department_topics(kafka: &KafkaSettings) -> Vec<TopicSpec> {
+    Department::ALL
+        .into_iter()
+        .map(|d| TopicSpec {
+            name: kafka.topic(&d.topic()),
+            partitions: kafka.partitions,
+            kind: TopicKind::Events,
+        })
+        .collect()
+}
 
 /// The compacted Kafka topic carrying `mission`'s per-citizen views.
 pub fn view_topic(mission: &str) -> String {

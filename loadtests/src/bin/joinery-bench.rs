@@ -594,15 +594,8 @@ async fn prepare(
     catalog: &Catalog,
 ) -> Result<std::collections::HashMap<joinery_domain::EventType, u32>> {
     let ids = joinery_loadtests::register_schemas(kafka, registry, catalog).await?;
-    joinery_runtime::kafka::ensure_topics(
-        kafka,
-        &Department::ALL.map(|d| joinery_runtime::kafka::TopicSpec {
-            name: kafka.topic(&d.topic()),
-            partitions: kafka.partitions,
-            compacted: false,
-        }),
-    )
-    .await?;
+    joinery_runtime::kafka::ensure_topics(kafka, &joinery_wire::names::department_topics(kafka))
+        .await?;
     Ok(ids)
 }
 
@@ -983,7 +976,7 @@ async fn kstreams_freshness(
         &[joinery_runtime::kafka::TopicSpec {
             name: output.clone(),
             partitions: kafka.partitions,
-            compacted: false,
+            kind: joinery_runtime::kafka::TopicKind::Retained,
         }],
     )
     .await?;

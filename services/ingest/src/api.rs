@@ -166,6 +166,7 @@ async fn handle(
             |t| g.catalog.event_schema(t).clone(),
             &g.pseudonymiser,
             now,
+            g.event_time_horizon,
         ) {
             Ok(c) => accepted.push((index, c)),
             Err(errors) => {
@@ -354,7 +355,7 @@ mod tests {
             let text = value.to_string();
             if let Ok(items) = parse_body(&headers("application/json"), &Bytes::from(text)) {
                 for item in items {
-                    if let Err(errors) = convert(&item, |t| catalog.event_schema(t).clone(), &p, 0) {
+                    if let Err(errors) = convert(&item, |t| catalog.event_schema(t).clone(), &p, 0, 366 * joinery_domain::event::DAY_MS) {
                         prop_assert!(!errors.is_empty());
                         prop_assert!(errors.iter().all(|e| !e.field.is_empty() && !e.message.is_empty()));
                     }

@@ -7,7 +7,8 @@
 
 use apache_avro::schema::{RecordSchema, Schema};
 use apache_avro::types::Value;
-use joinery_domain::{AreaCode, EventType, IdentifierKind, Pseudonymiser, YearMonth};
+use joinery_domain::event::check_event_time;
+use joinery_domain::{AreaCode, EventType, IdentifierKind, Millis, Pseudonymiser, YearMonth};
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -38,6 +39,13 @@ pub struct Converted {
     pub citizen_key: String,
     /// The Avro value.
     pub value: Value,
+}
+
+/// A time as a department would recognise it in an error message.
+fn shown_time(t: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(t)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| t.to_string())
 }
 
 /// Parses an RFC 3339 timestamp or a plain `YYYY-MM-DD` date (midnight UTC) to epoch millis.
@@ -134,12 +142,14 @@ fn json_kind(v: &Json) -> String {
 }
 
 /// Converts one JSON event. Returns every error found, not just the first.
-/// `now` is used as `recorded_at` when the department does not send one.
+/// `now` is used as `recorded_at` when the department does not send one;
+/// event times before 1900 or more than `horizon` after `now` are refused.
 pub fn convert(
     json: &Json,
     schema_of: impl Fn(EventType) -> Schema,
     pseudonymiser: &Pseudonymiser,
-    now: i64,
+    now: Millis,
+    horizon: Millis,
 ) -> Result<Converted, Vec<FieldError>> {
     let Json::Object(obj) = json else {
         return Err(vec![fe(
@@ -269,12 +279,12 @@ pub fn convert(
             Err(e) => errors.push(e),
         }
     }
-    if let (Some(Json::String(o)), Some(Json::String(r))) =
-        (obj.get("occurred_at"), obj.get("recorded_at"))
-    {
-        if let (Some(o), Some(r)) = (parse_time(o), parse_time(r)) {
-            if r < o {
-                errors.push(fe("recorded_at", "must not be before occurred_at"));
+    // Times that cannot be true. An event may be recorded ahead of its date
+    // (an enrolment for next term): it counts from `occurred_at`.
+    for name in ["occurred_at", "recorded_at"] {
+        if let Some(t) = obj.get(name).and_then(Json::as_str).and_then(parse_time) {
+            if let Err(e) = check_event_time(t, now, horizon) {
+                errors.push(fe(name, format!("{} {e}", shown_time(t))));
             }
         }
     }
@@ -301,7 +311,13 @@ mod tests {
 
     fn run(j: Json) -> Result<Converted, Vec<FieldError>> {
         let c = Catalog::load();
-        convert(&j, |t| c.event_schema(t).clone(), &p(), 1_700_000_000_000)
+        convert(
+            &j,
+            |t| c.event_schema(t).clone(),
+            &p(),
+            1_790_000_000_000, // 2026-09-21
+            joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
+        )
     }
 
     fn good() -> Json {
@@ -379,5 +395,31 @@ mod tests {
         j["area_code"] = json!("E".repeat(600_000));
         let errs = run(j).expect_err("invalid");
         assert!(errs.iter().all(|e| e.message.len() < 200), "{errs:?}");
+    }
+
+    #[test]
+    fn event_times_that_cannot_be_true_are_refused_and_future_dates_accepted() {
+        let mut j = good();
+        j["occurred_at"] = json!("9999-12-31");
+        j["recorded_at"] = json!("1899-12-31");
+        let errs = run(j).expect_err("invalid");
+        let occurred = errs
+            .iter()
+            .find(|e| e.field == "occurred_at")
+            .expect("occurred_at");
+        assert!(
+            occurred.message.contains("9999-12-31") && occurred.message.contains("366 days"),
+            "{}",
+            occurred.message
+        );
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "recorded_at" && e.message.contains("1900")));
+        // An enrolment reported now for a date two months ahead is accepted,
+        // with recorded_at (now) before occurred_at.
+        let mut j = good();
+        j["occurred_at"] = json!("2026-11-20");
+        j.as_object_mut().expect("object").remove("recorded_at");
+        assert!(run(j).is_ok());
     }
 }

@@ -25,10 +25,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use joinery_domain::{Department, EventType, Pseudonymiser};
+use joinery_domain::{EventType, Millis, Pseudonymiser};
 use joinery_runtime::auth::TokenStore;
-use joinery_runtime::kafka::{ensure_topics, KafkaSettings, TopicSpec};
+use joinery_runtime::kafka::{ensure_topics, KafkaSettings};
 use joinery_runtime::{Service, Telemetry};
+pub use joinery_wire::names::department_topics;
 use joinery_wire::{catalog::event_subject, Catalog, RegistryClient};
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,9 @@ pub struct IngestConfig {
     /// How long Kafka may take to acknowledge an event before the request
     /// is answered 503 (the producer's `message.timeout.ms`).
     pub delivery_timeout: Duration,
+    /// How far ahead of the time of receipt an event may be dated (default
+    /// 366 days); later dates, and dates before 1900, are refused with 400.
+    pub event_time_horizon: Millis,
 }
 
 /// Metrics of the gateway.
@@ -91,18 +95,7 @@ pub(crate) struct Gateway {
     pub(crate) kafka: KafkaSettings,
     pub(crate) delivery_timeout: Duration,
     pub(crate) max_body: usize,
-}
-
-/// The department topics, all with the same partition count.
-pub fn department_topics(kafka: &KafkaSettings) -> Vec<TopicSpec> {
-    Department::ALL
-        .into_iter()
-        .map(|d| TopicSpec {
-            name: kafka.topic(&d.topic()),
-            partitions: kafka.partitions,
-            compacted: false,
-        })
-        .collect()
+    pub(crate) event_time_horizon: Millis,
 }
 
 /// Registers every event schema, retrying while the registry starts. Each
@@ -172,6 +165,7 @@ pub async fn run(config: IngestConfig, cancel: CancellationToken) -> anyhow::Res
         kafka: config.kafka.clone(),
         delivery_timeout: config.delivery_timeout,
         max_body: config.max_body_bytes,
+        event_time_horizon: config.event_time_horizon,
     });
     let served = service.run(api::router(Arc::clone(&gateway))).await;
     // Flush what is queued so that nothing acknowledged is lost on shutdown,

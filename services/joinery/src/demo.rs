@@ -278,6 +278,9 @@ fn tokens() -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// How far back the demo's simulated history starts, in days.
+const HISTORY_DAYS: i64 = 730;
+
 /// Runs the feeds until `cancel` fires or `--citizens` have been sent.
 pub(crate) async fn run(
     args: DemoArgs,
@@ -288,7 +291,12 @@ pub(crate) async fn run(
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", args.ingest_url.trim_end_matches('/'));
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("valid date");
+    // Simulated time starts two years ago, runs fast through that history,
+    // then keeps pace with the calendar: Joinery holds an event dated after
+    // the moment it was published until event time reaches its date, so a
+    // demo running ahead of the real date would show nothing new.
+    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(HISTORY_DAYS);
+    let real_today = || (chrono::Utc::now().date_naive() - start).num_days();
     // Events wait here until simulated time reaches their day.
     let mut due: Vec<Dated> = Vec::new();
     let (mut n, mut today) = (0u64, 30i64);
@@ -299,8 +307,16 @@ pub(crate) async fn run(
             () = cancel.cancelled() => return Ok(()),
             _ = interval.tick() => {}
         }
-        today += args.days_per_second;
-        for _ in 0..args.citizens_per_second {
+        // New citizens arrive in proportion to the simulated days that
+        // passed: all of them while the history runs, a day's share once
+        // the demo keeps pace with the calendar.
+        let next = (today + args.days_per_second).min(real_today()).max(today);
+        let passed = u64::try_from(next - today).unwrap_or(0);
+        today = next;
+        let per_day = u64::from(args.citizens_per_second);
+        let arrivals = (per_day * passed / u64::try_from(args.days_per_second.max(1)).unwrap_or(1))
+            .min(per_day);
+        for _ in 0..arrivals {
             if args.citizens > 0 && n >= args.citizens {
                 break;
             }

@@ -25,6 +25,15 @@ pub struct ProcessorConfig {
     /// How late an event may arrive and still be on time: deadlines resolve
     /// at the greatest event time seen minus this (default 7 days).
     pub allowed_lateness: Millis,
+    /// How far an event's time may be ahead of its record's Kafka timestamp
+    /// and still move the watermark (default 5 minutes of clock skew): a
+    /// record moves it at most to its timestamp plus this, so no producer
+    /// can push event time past the moment its records reached the log.
+    pub max_clock_skew: Millis,
+    /// How far ahead of its Kafka timestamp an event may be dated at all
+    /// (default 366 days); a record dated further ahead, or before 1900, is
+    /// dead-lettered (`event_time_out_of_range`).
+    pub event_time_horizon: Millis,
     /// Most records per batch (one RocksDB write, one produce round).
     pub max_batch: usize,
     /// Threads working a batch's source partitions in parallel (default:
@@ -52,6 +61,8 @@ impl ProcessorConfig {
             data_dir,
             group: "joinery-processor".into(),
             allowed_lateness: 7 * DAY_MS,
+            max_clock_skew: joinery_domain::event::DEFAULT_MAX_CLOCK_SKEW,
+            event_time_horizon: joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
             max_batch: 40_000,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             missions_dir: PathBuf::from("missions"),

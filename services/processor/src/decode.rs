@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use apache_avro::Schema;
+use joinery_domain::event::check_event_time;
 use joinery_domain::{Department, Event, EventType, Millis};
 use joinery_runtime::kafka::KafkaSettings;
 use joinery_wire::codec::{event_from_value, record_name, ValueDecoder};
@@ -48,6 +49,8 @@ pub(crate) struct Decoder<'s> {
     catalog: &'s Catalog,
     /// Topic names (the namespace).
     kafka: &'s KafkaSettings,
+    /// How far ahead of its Kafka timestamp an event may be dated.
+    horizon: Millis,
     /// One decoder per writer schema met in this batch.
     decoders: FxHashMap<*const Schema, ValueDecoder<'s>>,
 }
@@ -61,22 +64,36 @@ impl std::fmt::Debug for Decoder<'_> {
 }
 
 impl<'s> Decoder<'s> {
-    /// A decoder with no writer schema met yet.
-    pub(crate) fn new(catalog: &'s Catalog, kafka: &'s KafkaSettings) -> Decoder<'s> {
+    /// A decoder with no writer schema met yet, refusing events dated more
+    /// than `horizon` after their Kafka timestamp.
+    pub(crate) fn new(
+        catalog: &'s Catalog,
+        kafka: &'s KafkaSettings,
+        horizon: Millis,
+    ) -> Decoder<'s> {
         Decoder {
             catalog,
             kafka,
+            horizon,
             decoders: FxHashMap::default(),
         }
     }
 
-    /// The event a record written with `writer` carries, or why it cannot be used.
+    /// The event a record written with `writer` carries, or why it cannot
+    /// be used (including event times that cannot be true).
     pub(crate) fn arrival(
         &mut self,
         input: &Input<'_>,
         writer: &'s Arc<Schema>,
     ) -> Result<Arrival, DecodeError> {
         let event = self.decode(input, writer)?;
+        for (field, t) in [
+            ("occurred_at", event.occurred_at),
+            ("recorded_at", event.recorded_at),
+        ] {
+            check_event_time(t, input.timestamp, self.horizon)
+                .map_err(|error| DecodeError::EventTime { field, error })?;
+        }
         Ok(Arrival {
             event,
             timestamp: input.timestamp,

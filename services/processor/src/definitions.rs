@@ -16,30 +16,24 @@ use crate::ProcessorConfig;
 /// state was computed with.
 const DEFINITIONS_KEY: &[u8] = b"d/definitions";
 
-/// The description of the rules stored with the state.
+/// The description of the rules stored with the state. `v3`: event time
+/// is clamped to a record's Kafka timestamp plus the clock skew and events
+/// count from their date (state computed by `v2` rules is rebuilt).
 fn description(config: &ProcessorConfig, missions: &[MissionDef]) -> String {
     format!(
-        "v2 allowed_lateness={}\n{}",
+        "v3 allowed_lateness={} max_clock_skew={}\n{}",
         config.allowed_lateness,
+        config.max_clock_skew,
         joinery_engine::fingerprint(missions)
     )
 }
 
-/// The description an earlier version stored (the `Debug` text of the
-/// compiled missions), still taken to match so that upgrading does not
-/// rebuild state computed by the same rules; replaced on the first start.
-fn legacy_description(config: &ProcessorConfig, missions: &[MissionDef]) -> String {
-    format!(
-        "allowed_lateness={}\n{missions:#?}",
-        config.allowed_lateness
-    )
-}
-
 /// Opens the state. When it was computed with other definitions (a mission
-/// added, removed or changed, or another lateness), its stored evaluations
-/// and timers are those of the old rules: it is deleted, and the processor
-/// rebuilds it from the beginning of the department log. State from before
-/// the description was kept is taken to match.
+/// added, removed or changed, another lateness or clock skew, or an earlier
+/// version's event-time rules, including state from before the description
+/// was kept), its stored evaluations and timers are those of the old rules:
+/// it is deleted, and the processor rebuilds it from the beginning of the
+/// department log.
 pub(crate) fn open_state(
     config: &ProcessorConfig,
     missions: &[MissionDef],
@@ -49,28 +43,19 @@ pub(crate) fn open_state(
     let store = Store::open(&config.data_dir, &config.store)?;
     // A partition's watermark is written with its first batch.
     let fresh = store.scan(b"w/", None)?.is_empty();
-    let store = match store.get(DEFINITIONS_KEY)? {
+    let stale = match store.get(DEFINITIONS_KEY)? {
         Some(d) if d == description.as_bytes() => return Ok(store),
-        Some(d) if d == legacy_description(config, missions).as_bytes() => {
-            tracing::info!(
-                "state computed by the same rules under an earlier description: keeping it"
-            );
-            store
-        }
-        Some(_) => {
-            tracing::warn!(dir = %config.data_dir.display(), "the mission definitions or the allowed lateness changed since this state was computed: deleting it and rebuilding it from the beginning of the department log (run `joinery rebuild <mission>` for each changed mission so that its earlier views stop counting)");
-            drop(store);
-            std::fs::remove_dir_all(&config.data_dir)?;
-            std::fs::create_dir_all(&config.data_dir)?;
-            Store::open(&config.data_dir, &config.store)?
-        }
-        None if !fresh => {
-            tracing::info!(
-                "state from a version that did not record its definitions: taken to match them"
-            );
-            store
-        }
-        None => store,
+        Some(_) => true,
+        None => !fresh,
+    };
+    let store = if stale {
+        tracing::warn!(dir = %config.data_dir.display(), "the mission definitions, the allowed lateness or clock skew, or the processor's event-time rules changed since this state was computed: deleting it and rebuilding it from the beginning of the department log (run `joinery rebuild <mission>` for each changed mission so that its earlier views stop counting)");
+        drop(store);
+        std::fs::remove_dir_all(&config.data_dir)?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        Store::open(&config.data_dir, &config.store)?
+    } else {
+        store
     };
     let mut b = store.batch();
     b.put(DEFINITIONS_KEY, description.as_bytes());
@@ -119,23 +104,27 @@ mod tests {
     }
 
     #[test]
-    fn state_described_by_an_earlier_version_is_kept_when_its_rules_are_the_same() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = config(&dir.path().join("state"));
+    fn state_of_an_earlier_version_or_without_a_description_is_rebuilt() {
         let defs = missions();
-        std::fs::create_dir_all(&config.data_dir).expect("mkdir");
-        let store = Store::open(&config.data_dir, &config.store).expect("opens");
-        let mut b = store.batch();
-        b.put(DEFINITIONS_KEY, legacy_description(&config, &defs));
-        b.put(b"c/keep", b"1");
-        store.write(b).expect("writes");
-        drop(store);
-        let store = open_state(&config, &defs).expect("opens");
-        assert!(store.get(b"c/keep").expect("reads").is_some());
-        assert_eq!(
-            store.get(DEFINITIONS_KEY).expect("reads"),
-            Some(description(&config, &defs).into_bytes()),
-            "the description is rewritten in the new form"
-        );
+        for old in [Some("v2 allowed_lateness=604800000\n[]"), None] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = config(&dir.path().join("state"));
+            std::fs::create_dir_all(&config.data_dir).expect("mkdir");
+            let store = Store::open(&config.data_dir, &config.store).expect("opens");
+            let mut b = store.batch();
+            if let Some(d) = old {
+                b.put(DEFINITIONS_KEY, d);
+            }
+            b.put(b"w/0", 1i64.to_be_bytes());
+            b.put(b"c/old", b"1");
+            store.write(b).expect("writes");
+            drop(store);
+            let store = open_state(&config, &defs).expect("opens");
+            assert!(store.get(b"c/old").expect("reads").is_none(), "{old:?}");
+            assert_eq!(
+                store.get(DEFINITIONS_KEY).expect("reads"),
+                Some(description(&config, &defs).into_bytes())
+            );
+        }
     }
 }

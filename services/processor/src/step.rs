@@ -13,9 +13,15 @@
 //! Per partition and batch it:
 //! 1. applies each event to its citizen (an event already held changes
 //!    nothing);
-//! 2. advances the partition's watermark (greatest event time seen minus the
-//!    allowed lateness) and fires the timers it passes;
-//! 3. evaluates every mission for each changed citizen, and returns a view
+//! 2. advances the partition's event time: the greatest event time seen,
+//!    each record counting at most its Kafka timestamp plus the allowed
+//!    clock skew ([`Rules::event_time`]), so that no producer can push time
+//!    past the moment its records reached the log; and the watermark (event
+//!    time minus the allowed lateness), firing the timers it passes;
+//! 3. evaluates every mission for each changed citizen on the events that
+//!    had happened by the partition's event time (a future-dated event is
+//!    kept, and a timer wakes the citizen when event time reaches it), and
+//!    returns a view
 //!    for each evaluation a reader could see change, with a version derived
 //!    from the log alone ([`view_version`]);
 //! 4. returns each changed citizen's record and the timers to set and clear.
@@ -37,8 +43,11 @@ mod tests;
 pub(crate) struct Rules<'a> {
     /// The missions evaluated for every changed citizen.
     pub(crate) missions: &'a [MissionDef],
-    /// How far behind the greatest event time the watermark stays.
+    /// How far behind the partition's event time the watermark stays.
     pub(crate) allowed_lateness: Millis,
+    /// How far ahead of its Kafka timestamp a record's event time may move
+    /// the partition's event time.
+    pub(crate) max_clock_skew: Millis,
 }
 
 /// One decoded department event of the batch, in consumed order.
@@ -51,11 +60,13 @@ pub(crate) struct Arrival {
 }
 
 /// Where a partition's watermark stands before and after a batch, decided
-/// before anything is read but the stored greatest event time, so that the
-/// reader knows which timers fall due.
+/// before anything is read but the stored event time, so that the reader
+/// knows which timers fall due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Plan {
-    /// Greatest event time seen once the batch is applied (stored).
+    /// The partition's event time once the batch is applied (stored): the
+    /// greatest [`Rules::event_time`] of its records. Events dated after it
+    /// have not happened yet.
     pub(crate) max_time: Millis,
     /// The watermark before the batch.
     pub(crate) previous: Millis,
@@ -72,13 +83,23 @@ impl Plan {
 }
 
 impl Rules<'_> {
-    /// The watermark plan for a batch, from the stored greatest event time
-    /// (`None` before the partition's first batch).
+    /// How far a record moves its partition's event time: its event time,
+    /// but at most its Kafka timestamp plus the allowed clock skew. An event
+    /// dated 9999-12-31, or an enrolment reported in July for September,
+    /// moves it only to when it was published.
+    pub(crate) fn event_time(&self, a: &Arrival) -> Millis {
+        a.event
+            .occurred_at
+            .min(a.timestamp.saturating_add(self.max_clock_skew))
+    }
+
+    /// The watermark plan for a batch, from the stored event time (`None`
+    /// before the partition's first batch).
     pub(crate) fn plan(&self, stored_max_time: Option<Millis>, arrivals: &[Arrival]) -> Plan {
         let stored = stored_max_time.unwrap_or(Millis::MIN);
         let seen = arrivals
             .iter()
-            .map(|a| a.event.occurred_at)
+            .map(|a| self.event_time(a))
             .max()
             .unwrap_or(Millis::MIN);
         let max_time = stored.max(seen);
@@ -192,9 +213,11 @@ pub(crate) fn step(
     // differ between runs when topics interleave differently.
     let mut seen = Millis::MIN;
     let mut watermark_cause = 0;
-    for Arrival { event, timestamp } in arrivals {
-        if event.occurred_at > seen {
-            seen = event.occurred_at;
+    for arrival in arrivals {
+        let time = rules.event_time(&arrival);
+        let Arrival { event, timestamp } = arrival;
+        if time > seen {
+            seen = time;
             watermark_cause = timestamp;
         }
         let event_type = event.event_type;
@@ -233,9 +256,14 @@ pub(crate) fn step(
         } else {
             record.ingested_at
         };
-        let mut next_timer: Option<Millis> = None;
+        // The history as it stood at the partition's event time; a
+        // future-dated event wakes the citizen when the watermark reaches
+        // its time less the lateness, that is when event time reaches it.
+        let (events, next_event) = record.events.as_of(plan.max_time);
+        let mut next_timer: Option<Millis> =
+            next_event.map(|t| t.saturating_sub(rules.allowed_lateness));
         for mission in rules.missions {
-            let eval = mission.evaluate(&record.events, wm);
+            let eval = mission.evaluate(&events, wm);
             next_timer = match (next_timer, eval.next_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -45,6 +45,7 @@ impl Processor {
         Rules {
             missions: &self.missions,
             allowed_lateness: self.config.allowed_lateness,
+            max_clock_skew: self.config.max_clock_skew,
         }
     }
 
@@ -160,7 +161,11 @@ impl Processor {
     /// but writes nothing; touches no other partition's keys.
     fn work_partition(&self, p: i32, inputs: Vec<Input<'_>>) -> anyhow::Result<PartitionWork> {
         let mut out = PartitionWork::default();
-        let mut decoder = Decoder::new(&self.catalog, &self.config.kafka);
+        let mut decoder = Decoder::new(
+            &self.catalog,
+            &self.config.kafka,
+            self.config.event_time_horizon,
+        );
         let mut arrivals = Vec::with_capacity(inputs.len());
         for input in &inputs {
             out.offsets

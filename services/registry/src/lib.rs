@@ -32,7 +32,7 @@ mod state;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use joinery_runtime::kafka::{ensure_topics, KafkaSettings, TopicSpec};
+use joinery_runtime::kafka::{ensure_topics, KafkaSettings, TopicKind, TopicSpec};
 use joinery_runtime::Service;
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +56,7 @@ pub async fn run(config: RegistryConfig, cancel: CancellationToken) -> anyhow::R
         &[TopicSpec {
             name: config.kafka.topic(SCHEMAS_TOPIC),
             partitions: 1,
-            compacted: true,
+            kind: TopicKind::Compacted,
         }],
     )
     .await?;

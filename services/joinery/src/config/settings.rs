@@ -109,6 +109,8 @@ pub(crate) struct IngestTable {
     /// Milliseconds Kafka may take to acknowledge an event before the
     /// request is answered 503.
     pub(crate) delivery_timeout_ms: u64,
+    /// How far ahead of the time of receipt an event may be dated, in days.
+    pub(crate) event_time_horizon_days: i64,
 }
 
 impl Table for IngestTable {
@@ -122,6 +124,7 @@ impl Table for IngestTable {
         ("max_body_bytes", "JOINERY_INGEST_MAX_BODY_BYTES"),
         ("max_batch", "JOINERY_INGEST_MAX_BATCH"),
         ("delivery_timeout_ms", "JOINERY_INGEST_DELIVERY_TIMEOUT_MS"),
+        ("event_time_horizon_days", "JOINERY_EVENT_TIME_HORIZON_DAYS"),
     ];
     const SECRETS: &'static [&'static str] = &["pseudonym_key"];
 }
@@ -157,6 +160,7 @@ impl IngestTable {
             max_body_bytes: self.max_body_bytes,
             max_batch: self.max_batch,
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            event_time_horizon: self.event_time_horizon_days.saturating_mul(DAY_MS),
         })
     }
 }
@@ -175,6 +179,11 @@ pub(crate) struct ProcessorTable {
     pub(crate) group: String,
     /// How late an event may arrive and still count, in days.
     pub(crate) allowed_lateness_days: i64,
+    /// How far a record's event time may be ahead of its Kafka timestamp
+    /// and still move event time, in seconds.
+    pub(crate) max_clock_skew_seconds: i64,
+    /// How far ahead of its Kafka timestamp an event may be dated, in days.
+    pub(crate) event_time_horizon_days: i64,
     /// Directory of the mission definitions.
     pub(crate) missions_dir: PathBuf,
     /// RocksDB block cache shared by all state, in MiB.
@@ -196,6 +205,8 @@ impl Table for ProcessorTable {
         ("data_dir", "JOINERY_PROCESSOR_DATA_DIR"),
         ("group", "JOINERY_PROCESSOR_GROUP"),
         ("allowed_lateness_days", "JOINERY_ALLOWED_LATENESS_DAYS"),
+        ("max_clock_skew_seconds", "JOINERY_MAX_CLOCK_SKEW_SECONDS"),
+        ("event_time_horizon_days", "JOINERY_EVENT_TIME_HORIZON_DAYS"),
         ("missions_dir", "JOINERY_MISSIONS_DIR"),
         ("block_cache_mb", "JOINERY_PROCESSOR_BLOCK_CACHE_MB"),
         ("write_buffer_mb", "JOINERY_PROCESSOR_WRITE_BUFFER_MB"),
@@ -215,6 +226,8 @@ impl ProcessorTable {
         config.listen = self.listen;
         config.group = self.group.clone();
         config.allowed_lateness = self.allowed_lateness_days * DAY_MS;
+        config.max_clock_skew = self.max_clock_skew_seconds.saturating_mul(1000);
+        config.event_time_horizon = self.event_time_horizon_days.saturating_mul(DAY_MS);
         config.missions_dir = self.missions_dir.clone();
         if let Some(w) = self.workers {
             config.workers = w;
@@ -247,6 +260,8 @@ impl ProcessorTable {
         );
         config.missions_dir = self.missions_dir.clone();
         config.allowed_lateness = self.allowed_lateness_days * DAY_MS;
+        config.max_clock_skew = self.max_clock_skew_seconds.saturating_mul(1000);
+        config.event_time_horizon = self.event_time_horizon_days.saturating_mul(DAY_MS);
         config.only_mission = Some(mission);
         config
     }

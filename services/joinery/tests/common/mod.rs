@@ -185,6 +185,7 @@ impl Stack {
             max_body_bytes: 1 << 20,
             max_batch: 1000,
             delivery_timeout: options.delivery_timeout,
+            event_time_horizon: joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
         };
         stack.ingest = Some(spawn(|c| joinery_ingest::run(config, c)));
         stack.wait_ready(&stack.ingest_url.clone()).await?;
@@ -413,6 +414,8 @@ pub fn education_exited(event_id: &str, nino: &str, date: &str) -> serde_json::V
 /// A record read back: key, value and headers.
 pub struct Record {
     pub partition: i32,
+    /// The record's Kafka timestamp.
+    pub timestamp: i64,
     pub offset: i64,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
@@ -466,6 +469,7 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
                 .unwrap_or_default();
             out.push(Record {
                 partition: m.partition(),
+                timestamp: m.timestamp().to_millis().unwrap_or_default(),
                 offset: m.offset(),
                 key: m.key().unwrap_or_default().to_vec(),
                 value: m.payload().unwrap_or_default().to_vec(),
@@ -493,6 +497,7 @@ pub async fn replay(
     for d in joinery_domain::Department::ALL {
         for Record {
             partition: p,
+            timestamp,
             key,
             value: payload,
             ..
@@ -505,8 +510,11 @@ pub async fn replay(
             )
             .context("event type")?;
             let event = event_from_value(t, decode_value(&writer, catalog.event_schema(t), body)?)?;
+            // A record moves event time at most to its timestamp plus the
+            // clock skew (the processor's default).
+            let skew = joinery_domain::event::DEFAULT_MAX_CLOCK_SKEW;
             let m = max_time.entry(p).or_insert(i64::MIN);
-            *m = (*m).max(event.occurred_at);
+            *m = (*m).max(event.occurred_at.min(timestamp.saturating_add(skew)));
             citizens
                 .entry((p, String::from_utf8(key)?))
                 .or_default()
@@ -517,7 +525,10 @@ pub async fn replay(
         .into_iter()
         .map(|((p, key), events)| {
             let lateness = 7 * joinery_domain::event::DAY_MS;
-            (key, mission.evaluate(&events, max_time[&p] - lateness))
+            let now = max_time[&p];
+            // The events that had happened by the partition's event time.
+            let (happened, _) = events.as_of(now);
+            (key, mission.evaluate(&happened, now - lateness))
         })
         .collect())
 }

@@ -15,6 +15,7 @@ use crate::partition::{self, write_ops, PartitionReader, StorePartition};
 
 const T0: Millis = 1_767_225_600_000; // 2026-01-01
 const LATENESS: Millis = 7 * DAY_MS;
+const SKEW: Millis = 5 * 60 * 1000;
 
 fn missions() -> Vec<MissionDef> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../missions");
@@ -25,6 +26,7 @@ fn rules(missions: &[MissionDef]) -> Rules<'_> {
     Rules {
         missions,
         allowed_lateness: LATENESS,
+        max_clock_skew: SKEW,
     }
 }
 
@@ -376,15 +378,105 @@ fn a_batch_without_news_writes_nothing_but_the_watermark() {
     );
 }
 
+/// `a`, published to Kafka on `day` (days after 2026-01-01) instead of an
+/// hour after it happened.
+fn published_on(mut a: Arrival, day: i64) -> Arrival {
+    a.timestamp = T0 + day * DAY_MS;
+    a
+}
+
+fn opportunity_view(out: &StepOutput, c: u8) -> Option<&MissionView> {
+    out.views
+        .iter()
+        .find(|v| v.mission == "opportunity" && v.citizen_key == citizen(c))
+}
+
+#[test]
+fn an_event_dated_9999_moves_event_time_only_to_when_it_was_published() {
+    let defs = missions();
+    let rules = rules(&defs);
+    let mut p = Memory::default();
+    p.apply(&rules, vec![any_event(1, 1, 0, 0, 1)]);
+    let before = p.apply(&rules, vec![any_event(2, 2, 7, 20, 0)]);
+    assert_eq!(before.watermark, T0 + 13 * DAY_MS);
+    let mut hostile = any_event(3, 3, 7, 0, 0);
+    hostile.event.occurred_at = 253_402_214_400_000; // 9999-12-31
+    let out = p.apply(&rules, vec![published_on(hostile, 21)]);
+    assert_eq!(out.max_time, T0 + 21 * DAY_MS + SKEW);
+    assert_eq!(out.watermark, T0 + 14 * DAY_MS + SKEW);
+    assert!(
+        opportunity_view(&out, 1).is_none(),
+        "the leaver's pending outcome is not decided"
+    );
+    assert!(out.timers_cleared.iter().all(|(_, c)| *c != citizen(1)));
+    assert!(
+        out.views
+            .iter()
+            .all(|v| v.citizen_key != citizen(3) || !v.in_cohort),
+        "an event that has not happened counts in nothing"
+    );
+}
+
+#[test]
+fn a_future_dated_enrolment_counts_from_its_date_and_not_before() {
+    let defs = missions();
+    let rules = rules(&defs);
+    let neet = |out: &StepOutput| {
+        opportunity_view(out, 1).and_then(|v| {
+            v.snapshots
+                .iter()
+                .find(|s| s.name == "neet")
+                .map(|s| s.holds)
+        })
+    };
+    let mut p = Memory::default();
+    // A 17-year-old leaves education on day 0; another citizen's event on
+    // day 20 moves the watermark to day 13: the leaver is NEET.
+    p.apply(&rules, vec![any_event(1, 1, 0, 0, 1)]);
+    let known = p.apply(&rules, vec![any_event(2, 2, 7, 20, 0)]);
+    assert_eq!(neet(&known), Some(true));
+    // On day 21 their college reports an enrolment starting on day 60.
+    let enrolment = published_on(any_event(1, 3, 1, 60, 2), 21);
+    let early = p.apply(&rules, vec![enrolment]);
+    assert_eq!(
+        early.watermark,
+        T0 + 14 * DAY_MS + SKEW,
+        "the enrolment does not move event time to its date"
+    );
+    assert!(
+        neet(&early).is_none_or(|holds| holds),
+        "not in education before the enrolment's date"
+    );
+    let wake = T0 + 60 * DAY_MS - LATENESS;
+    assert!(
+        p.timers.contains(&(wake, citizen(1))),
+        "a timer wakes the citizen when event time reaches the enrolment: {:?}",
+        p.timers
+    );
+    // Another citizen's event on day 75: event time passes day 60, the
+    // timer fires, and the enrolment counts.
+    let later = p.apply(&rules, vec![any_event(2, 4, 7, 75, 0)]);
+    assert!(later.timers_cleared.contains(&(wake, citizen(1))));
+    assert_eq!(neet(&later), Some(false), "in education from day 60");
+}
+
 /// A random journey of up to three citizens, with duplicates: a pool of
-/// events, then the order they arrive in (any pool event, any number of times).
+/// events, then the order they arrive in (any pool event, any number of
+/// times). About one event in four is future-dated: published 10 to 150
+/// days before the day it is dated.
 fn journey() -> impl Strategy<Value = Vec<Arrival>> {
-    let one = (0u8..3, 0u8..9, 0i64..500, 0u8..3);
+    let one = (0u8..3, 0u8..9, 0i64..500, 0u8..3, 0i64..60);
     proptest::collection::vec(one, 1..24).prop_flat_map(|pool| {
         let events: Vec<Arrival> = pool
             .iter()
             .enumerate()
-            .map(|(i, (c, kind, day, n))| any_event(*c, i as u128 + 1, *kind, *day, *n))
+            .map(|(i, (c, kind, day, n, early))| {
+                let mut a = any_event(*c, i as u128 + 1, *kind, *day, *n);
+                if *early >= 45 {
+                    a.timestamp = a.event.occurred_at - (early - 44) * 10 * DAY_MS;
+                }
+                a
+            })
             .collect();
         let len = events.len();
         proptest::collection::vec(0..len, len..len * 2)
@@ -436,7 +528,8 @@ proptest! {
     }
 
     /// Whatever the batching, each citizen's last view is what the engine
-    /// says of all their events at the final watermark (a clean replay).
+    /// says at the final watermark of all their events that had happened by
+    /// the partition's event time (a clean replay).
     #[test]
     fn the_last_views_are_those_of_a_clean_evaluation_at_the_final_watermark(
         arrivals in journey(),
@@ -448,11 +541,13 @@ proptest! {
         for batch in batches(&arrivals, &cuts) {
             p.apply(&rules, batch);
         }
-        let wm = p.max_time.expect("a batch ran").saturating_sub(LATENESS);
+        let now = p.max_time.expect("a batch ran");
+        let wm = now.saturating_sub(LATENESS);
         let s = settled(&p);
         for (c, record) in &p.citizens {
+            let (happened, _) = record.events.as_of(now);
             for m in &defs {
-                let eval = m.evaluate(&record.events, wm);
+                let eval = m.evaluate(&happened, wm);
                 let last = s.last_views.get(&(m.id().to_string(), c.clone()));
                 match last {
                     Some(v) => prop_assert_eq!(v, &visible(&eval)),
