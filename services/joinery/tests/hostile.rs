@@ -1,0 +1,225 @@
+//! Hostile and odd input (issue #13), against the real broker, through the
+//! gateway and by producing to Kafka directly as a department may: each
+//! case is refused with a reason a person can act on (a 400, a dead letter,
+//! the broker's refusal), a normal event afterwards still reaches the
+//! metrics, and the other citizens' figures stay what they were.
+
+#![allow(missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use apache_avro::types::Value;
+use common::*;
+use joinery_domain::event::DAY_MS;
+use joinery_domain::{EventType, Pseudonymiser};
+use joinery_wire::{Catalog, RegistryClient};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+fn cohort(m: &serde_json::Value) -> Option<i64> {
+    m["total"]["cohort"]["value"].as_i64()
+}
+
+fn outcome(m: &serde_json::Value, status: &str) -> Option<i64> {
+    m["total"]["outcomes"]["sustained_employment_180d"][status]["value"].as_i64()
+}
+
+fn day(t: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(t)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// A department event as a direct producer would write it: converted by the
+/// gateway's own converter, then with `patch` applied to its Avro fields.
+fn direct(
+    event: serde_json::Value,
+    patch: impl FnOnce(&mut Vec<(String, Value)>),
+) -> Result<joinery_loadtests::Record> {
+    let catalog = Catalog::load();
+    let p = Pseudonymiser::new(PSEUDONYM_KEY.to_vec())?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let c = joinery_ingest::convert::convert(
+        &event,
+        |t| catalog.event_schema(t).clone(),
+        &p,
+        now,
+        joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
+    )
+    .map_err(|e| anyhow::anyhow!("the base event is valid: {e:?}"))?;
+    let Value::Record(mut fields) = c.value else {
+        anyhow::bail!("an event is a record");
+    };
+    patch(&mut fields);
+    Ok((c.event_type, c.citizen_key, Value::Record(fields)))
+}
+
+fn set(fields: &mut [(String, Value)], name: &str, value: Value) {
+    if let Some((_, v)) = fields.iter_mut().find(|(n, _)| n == name) {
+        *v = value;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dates_that_cannot_be_true_or_lie_ahead_and_oversized_codes_change_nothing_else(
+) -> Result<()> {
+    let stack = Stack::start("hostile-time").await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let catalog = Catalog::load();
+    let registry = RegistryClient::new(&stack.registry_url);
+    let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
+    let producer: FutureProducer = stack.kafka.producer("hostile").create()?;
+
+    // A leaver ten days ago: their sustained-employment outcome is pending
+    // for 180 days.
+    let left = day(now - 10 * DAY_MS);
+    let leaver = education_exited("0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d01", "AB123456C", &left);
+    let (status, body) = stack.post(DFE_TOKEN, leaver).await?;
+    assert_eq!(status, 202, "{body}");
+    stack
+        .wait_for_metrics("the leaver to be pending", |m| {
+            cohort(m) == Some(1) && outcome(m, "pending") == Some(1)
+        })
+        .await?;
+
+    // The gateway refuses a date that cannot be true, naming the field.
+    let (status, body) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d02",
+                "JY100001A",
+                "9999-12-31",
+            ),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("occurred_at") && text.contains("366 days"),
+        "{text}"
+    );
+
+    // ... and an area code that is not a GSS code, 600 kB of it.
+    let mut huge = education_exited("0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d03", "JY100001A", &left);
+    huge["area_code"] = json!("E".repeat(600_000));
+    let (status, body) = stack.post(DFE_TOKEN, huge).await?;
+    assert_eq!(status, 400);
+    let text = body.to_string();
+    assert!(
+        text.contains("area_code") && text.len() < 2_000,
+        "not echoed: {} bytes",
+        text.len()
+    );
+
+    // The leaver's first job, reported now for a start 60 days ahead: it is
+    // accepted, and counts from its date, not before.
+    let job = json!({
+        "type": "hmrc.EmploymentStarted",
+        "event_id": "0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d04",
+        "occurred_at": day(now + 60 * DAY_MS),
+        "nino": "AB123456C",
+        "area_code": "E08000025",
+        "employment_id": "E-1",
+        "weekly_hours_band": "FROM_30"
+    });
+    let (status, body) = stack.post(HMRC_TOKEN, job).await?;
+    assert_eq!(status, 202, "{body}");
+
+    // Direct producers: a record dated 9999-12-31 and one with a 600 kB
+    // area code are dead-lettered; a record whose Kafka timestamp is two
+    // days ahead is refused by the broker.
+    let far = direct(
+        education_exited("0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d05", "JY100002B", &left),
+        |f| {
+            set(
+                f,
+                "occurred_at",
+                Value::TimestampMillis(253_402_214_400_000),
+            )
+        },
+    )?;
+    let wide = direct(
+        education_exited("0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d06", "JY100002B", &left),
+        |f| {
+            set(
+                f,
+                "area_code",
+                Value::Union(1, Box::new(Value::String("E".repeat(600_000)))),
+            )
+        },
+    )?;
+    joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, &[far, wide]).await?;
+    let (t, key, value) = direct(
+        education_exited("0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d07", "JY100002B", &left),
+        |_| {},
+    )?;
+    let payload = joinery_wire::framing::frame(
+        ids[&t],
+        &joinery_wire::codec::encode_value(catalog.event_schema(t), value)?,
+    );
+    let topic = stack
+        .kafka
+        .topic(&EventType::EducationExited.department().topic());
+    let refused = producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(key.as_str())
+                .payload(&payload)
+                .timestamp(now + 2 * DAY_MS),
+            Duration::from_secs(10),
+        )
+        .await;
+    let err = refused
+        .err()
+        .context("the broker refuses a timestamp two days ahead")?
+        .0;
+    assert!(
+        err.to_string().contains("Timestamp") || err.to_string().contains("timestamp"),
+        "{err}"
+    );
+
+    // A normal event afterwards reaches the metrics; the first leaver is
+    // still pending (the job has not started yet) and the figures are final
+    // up to no later than now.
+    let (status, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited("0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d08", "GH123456D", &left),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    let m = stack
+        .wait_for_metrics("the second leaver", |m| cohort(m) == Some(2))
+        .await?;
+    assert_eq!(outcome(&m, "pending"), Some(2), "{m}");
+    assert_eq!(outcome(&m, "achieved"), Some(0), "{m}");
+    let watermark = m["watermark"].as_str().context("a watermark")?;
+    let watermark = chrono::DateTime::parse_from_rfc3339(watermark)?.timestamp_millis();
+    assert!(
+        watermark <= now,
+        "figures final up to {watermark}, after now ({now})"
+    );
+
+    let dead = read_topic(&stack.kafka, &stack.kafka.topic("joinery.deadletter"))?;
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "joinery.reason")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["event_time_out_of_range", "invalid_field"]);
+    let text = stack.prometheus_text(&stack.processor_url).await?;
+    assert!(
+        text.contains("reason=\"event_time_out_of_range\""),
+        "{text}"
+    );
+    stack.shutdown().await
+}
