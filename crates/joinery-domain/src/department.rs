@@ -40,6 +40,10 @@ impl Department {
         Department::Mhclg,
     ];
 
+    /// The least department in `Ord` order (the first declared), as a bound
+    /// for ranges keyed by department.
+    pub const MIN: Department = Department::Dfe;
+
     /// The short lowercase code used in topics, tokens and schema namespaces.
     pub fn code(self) -> &'static str {
         match self {
@@ -218,6 +222,11 @@ impl FromStr for EventType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_is_the_least_department() {
+        assert_eq!(Department::ALL.iter().min(), Some(&Department::MIN));
+    }
 
     #[test]
     fn every_event_type_round_trips_through_its_names() {

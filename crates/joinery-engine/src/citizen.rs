@@ -1,35 +1,51 @@
-//! One citizen's event history, deduplicated by `event_id` and kept in event
-//! time order, so that evaluation never depends on arrival order.
+//! One citizen's event history, deduplicated by department and `event_id`
+//! and kept in event time order, so that evaluation never depends on arrival
+//! order. Adding an event and asking whether one is held cost O(log n), so
+//! a citizen with many events cannot make a partition's work quadratic.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use joinery_domain::{Event, EventId, EventType, Millis};
+use joinery_domain::{Department, Event, EventId, EventType, Millis};
 use serde::{Deserialize, Serialize};
 
-/// A citizen's events, keyed by (event time, event id): iteration is in event
-/// time, ties broken by id, whatever order they arrived in.
+/// What identifies an event: the department that sent it and the id it
+/// chose. Two departments' events never collide, whatever ids they choose.
+pub type EventIdentity = (Department, EventId);
+
+/// A citizen's events, keyed by (event time, department, event id):
+/// iteration is in event time, ties broken by department then id, whatever
+/// order they arrived in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<Event>", into = "Vec<Event>")]
 pub struct CitizenEvents {
-    events: BTreeMap<(Millis, EventId), Event>,
+    events: BTreeMap<(Millis, Department, EventId), Event>,
+    /// Every held event's identity (derived from `events`, never stored).
+    held: BTreeSet<EventIdentity>,
+}
+
+/// The identity of `e`.
+pub fn identity(e: &Event) -> EventIdentity {
+    (e.event_type.department(), e.event_id)
 }
 
 impl CitizenEvents {
-    /// Adds an event. Returns false (and changes nothing) when an event with
-    /// the same id is already present: a re-sent event is applied once.
+    /// Adds an event. Returns false (and changes nothing) when the same
+    /// department's event with the same id is already present: a re-sent
+    /// event is applied once.
     pub fn insert(&mut self, event: Event) -> bool {
-        if self.contains(event.event_id) {
+        if !self.held.insert(identity(&event)) {
             return false;
         }
+        let (department, id) = identity(&event);
         self.events
-            .insert((event.occurred_at, event.event_id), event);
+            .insert((event.occurred_at, department, id), event);
         true
     }
 
-    /// Whether an event with this id is present.
-    pub fn contains(&self, id: EventId) -> bool {
-        self.events.keys().any(|(_, e)| *e == id)
+    /// Whether the event with this identity is present.
+    pub fn contains(&self, id: EventIdentity) -> bool {
+        self.held.contains(&id)
     }
 
     /// All events in event-time order.
@@ -60,16 +76,15 @@ impl CitizenEvents {
         let Some(after) = t.checked_add(1) else {
             return (Cow::Borrowed(self), None);
         };
-        let bound = (after, EventId::MIN);
-        let Some(((next, _), _)) = self.events.range(bound..).next() else {
+        let bound = (after, Department::MIN, EventId::MIN);
+        let Some(((next, _, _), _)) = self.events.range(bound..).next() else {
             return (Cow::Borrowed(self), None);
         };
-        let events = self
-            .events
-            .range(..bound)
-            .map(|(k, e)| (*k, e.clone()))
-            .collect();
-        (Cow::Owned(CitizenEvents { events }), Some(*next))
+        let mut happened = CitizenEvents::default();
+        for e in self.events.range(..bound).map(|(_, e)| e) {
+            happened.insert(e.clone());
+        }
+        (Cow::Owned(happened), Some(*next))
     }
 }
 
@@ -111,6 +126,32 @@ mod tests {
         let json = serde_json::to_vec(&c).expect("serialises");
         let back: CitizenEvents = serde_json::from_slice(&json).expect("deserialises");
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn events_are_identified_by_department_and_id() {
+        let event = |t: EventType| Event {
+            event_id: EventId(uuid::Uuid::from_u128(7)),
+            event_type: t,
+            occurred_at: 5,
+            recorded_at: 5,
+            citizen_key: "ab".repeat(32).parse().expect("key"),
+            area_code: None,
+            birth_year_month: None,
+            fields: Default::default(),
+        };
+        let mut c = CitizenEvents::default();
+        assert!(c.insert(event(EventType::EducationExited)));
+        assert!(
+            c.insert(event(EventType::EmploymentStarted)),
+            "another department's event with the same id is another event"
+        );
+        assert!(
+            !c.insert(event(EventType::EducationEnrolled)),
+            "the same department's id is the same event"
+        );
+        assert_eq!(c.len(), 2);
+        assert!(c.contains((Department::Hmrc, EventId(uuid::Uuid::from_u128(7)))));
     }
 
     #[test]

@@ -20,9 +20,11 @@
 //!   its next deadline is the next event time or birthday month that could
 //!   change it.
 
+use std::collections::BTreeMap;
+
 use joinery_domain::event::DAY_MS;
 use joinery_domain::{
-    Event, Millis, MissionId, OutcomeState, OutcomeView, SnapshotView, YearMonth,
+    Event, FieldValue, Millis, MissionId, OutcomeState, OutcomeView, SnapshotView, YearMonth,
 };
 
 use crate::definition::{Capability, EventFilter, MissionDef, Outcome, Snapshot};
@@ -54,26 +56,33 @@ fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
 }
 
 /// Intervals of an interval capability: (start event, end time if ended).
+/// A start is ended by the first end event, at or after it, with the same
+/// value of `key`. O(n log n): ends are grouped by that value, in event
+/// time, and each start looks its end up by binary search.
 fn intervals<'a>(
     events: &'a CitizenEvents,
     start: &EventFilter,
     end: &EventFilter,
     key: &str,
 ) -> Vec<(&'a Event, Option<Millis>)> {
+    let mut ends: BTreeMap<&FieldValue, Vec<Millis>> = BTreeMap::new();
+    for e in events.iter().filter(|e| matches(end, e)) {
+        if let Some(v) = e.fields.get(key) {
+            ends.entry(v).or_default().push(e.occurred_at);
+        }
+    }
     events
         .iter()
         .filter(|e| matches(start, e))
         .map(|s| {
-            let id = s.fields.get(key);
-            let ended = events
-                .iter()
-                .find(|e| {
-                    matches(end, e)
-                        && e.occurred_at >= s.occurred_at
-                        && id.is_some()
-                        && e.fields.get(key) == id
-                })
-                .map(|e| e.occurred_at);
+            let ended = s
+                .fields
+                .get(key)
+                .and_then(|id| ends.get(id))
+                .and_then(|times| {
+                    let first = times.partition_point(|t| *t < s.occurred_at);
+                    times.get(first).copied()
+                });
             (s, ended)
         })
         .collect()

@@ -223,3 +223,71 @@ async fn dates_that_cannot_be_true_or_lie_ahead_and_oversized_codes_change_nothi
     );
     stack.shutdown().await
 }
+
+/// A department floods one identifier with 20,000 events: the first 2,000
+/// (the cap) are kept, the rest dead-lettered with the reason, and another
+/// citizen's event still reaches the metrics promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_events_for_one_identifier_is_capped_and_stalls_nothing() -> Result<()> {
+    let stack = Stack::start("hostile-hot").await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    for request in 0..20u64 {
+        let events: Vec<serde_json::Value> = (0..1000u64)
+            .map(|i| {
+                let n = request * 1000 + i;
+                json!({
+                    "type": "hmrc.EmploymentStarted",
+                    "event_id": uuid::Uuid::from_u128(0x5eed_0000 + u128::from(n)).to_string(),
+                    "occurred_at": day(now - 400 * DAY_MS + (n as i64 % 300) * DAY_MS),
+                    "nino": "JY200001C",
+                    "area_code": "E08000025",
+                    "employment_id": format!("E-{n}"),
+                    "weekly_hours_band": "FROM_30"
+                })
+            })
+            .collect();
+        let (status, body) = stack.post(HMRC_TOKEN, json!(events)).await?;
+        assert_eq!(status, 202, "{body}");
+    }
+    let started = std::time::Instant::now();
+    let (status, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d09",
+                "AB123456C",
+                &day(now - 10 * DAY_MS),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    stack
+        .wait_for_metrics("another citizen's leaver", |m| cohort(m) == Some(1))
+        .await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "the flood held another citizen's event for {:?}",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let capped = loop {
+        let capped = stack
+            .prometheus_sum(
+                &stack.processor_url,
+                "joinery_dead_letters_total",
+                &["reason=\"citizen_event_cap\""],
+            )
+            .await?;
+        if capped >= 18_000.0 || std::time::Instant::now() > deadline {
+            break capped;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        capped, 18_000.0,
+        "every event past the cap is dead-lettered"
+    );
+    let applied = stack.applied_events().await?;
+    assert_eq!(applied, 2_001.0, "the cap's 2,000 and the leaver");
+    stack.shutdown().await
+}

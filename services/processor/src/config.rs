@@ -34,6 +34,12 @@ pub struct ProcessorConfig {
     /// (default 366 days); a record dated further ahead, or before 1900, is
     /// dead-lettered (`event_time_out_of_range`).
     pub event_time_horizon: Millis,
+    /// The most events one citizen may have (default 2,000): a department
+    /// sending more for one identifier is likely sending other people's
+    /// events under it, and would otherwise make that citizen's every
+    /// evaluation slow. Events past it are dead-lettered
+    /// (`citizen_event_cap`).
+    pub max_events_per_citizen: usize,
     /// Most records per batch (one RocksDB write, one produce round).
     pub max_batch: usize,
     /// Threads working a batch's source partitions in parallel (default:
@@ -63,6 +69,7 @@ impl ProcessorConfig {
             allowed_lateness: 7 * DAY_MS,
             max_clock_skew: joinery_domain::event::DEFAULT_MAX_CLOCK_SKEW,
             event_time_horizon: joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
+            max_events_per_citizen: 2_000,
             max_batch: 40_000,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             missions_dir: PathBuf::from("missions"),

@@ -97,6 +97,7 @@ impl<'s> Decoder<'s> {
         Ok(Arrival {
             event,
             timestamp: input.timestamp,
+            source: 0,
         })
     }
 
@@ -130,19 +131,24 @@ impl<'s> Decoder<'s> {
 
 /// The dead letter of a record that could not be used: its key and value
 /// as they were, and headers saying why and where it came from.
-pub(crate) fn dead_letter(kafka: &KafkaSettings, m: &Input<'_>, err: &DecodeError) -> Entry {
-    tracing::warn!(topic = m.topic, partition = m.partition, offset = m.offset, reason = err.reason(), error = %err, "dead-lettering record");
+pub(crate) fn dead_letter(
+    kafka: &KafkaSettings,
+    m: &Input<'_>,
+    reason: &'static str,
+    error: &str,
+) -> Entry {
+    tracing::warn!(
+        topic = m.topic,
+        partition = m.partition,
+        offset = m.offset,
+        reason,
+        error,
+        "dead-lettering record"
+    );
     Entry {
         topic: kafka.topic(DEAD_LETTER_TOPIC),
         key: m.key.to_vec(),
         payload: m.payload.to_vec(),
-        headers: dead_letter_headers(
-            err.reason(),
-            &err.to_string(),
-            m.topic,
-            m.partition,
-            m.offset,
-            "processor",
-        ),
+        headers: dead_letter_headers(reason, error, m.topic, m.partition, m.offset, "processor"),
     }
 }

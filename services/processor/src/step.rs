@@ -48,6 +48,28 @@ pub(crate) struct Rules<'a> {
     /// How far ahead of its Kafka timestamp a record's event time may move
     /// the partition's event time.
     pub(crate) max_clock_skew: Millis,
+    /// The most events one citizen may have; events past it are refused.
+    pub(crate) max_events_per_citizen: usize,
+}
+
+/// Why the step refused an event (it becomes a dead letter).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// The citizen already has the most events one citizen may have.
+    #[error("the citizen already has {cap} events, the most one citizen may have (max_events_per_citizen); a department sending this many for one identifier is likely sending other people's events under it")]
+    CitizenEventCap {
+        /// The cap.
+        cap: usize,
+    },
+}
+
+impl Refusal {
+    /// The stable reason code for dead-letter headers and metrics.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Refusal::CitizenEventCap { .. } => "citizen_event_cap",
+        }
+    }
 }
 
 /// One decoded department event of the batch, in consumed order.
@@ -55,8 +77,12 @@ pub(crate) struct Rules<'a> {
 pub(crate) struct Arrival {
     /// The event.
     pub(crate) event: Event,
-    /// Its Kafka timestamp: when it was produced (for freshness only).
+    /// Its Kafka timestamp: when it was produced (bounds how far it moves
+    /// event time; freshness).
     pub(crate) timestamp: Millis,
+    /// Its index among the batch's records of the partition, to name it if
+    /// it is refused.
+    pub(crate) source: usize,
 }
 
 /// Where a partition's watermark stands before and after a batch, decided
@@ -146,6 +172,8 @@ pub(crate) struct StepOutput {
     pub(crate) views: Vec<MissionView>,
     /// Events applied and ignored, for the metrics.
     pub(crate) counts: EventCounts,
+    /// Events refused (by [`Arrival::source`]), to dead-letter.
+    pub(crate) refused: Vec<(usize, Refusal)>,
 }
 
 /// A view's version: the watermark it was evaluated at (ms, 42 bits) then
@@ -215,7 +243,11 @@ pub(crate) fn step(
     let mut watermark_cause = 0;
     for arrival in arrivals {
         let time = rules.event_time(&arrival);
-        let Arrival { event, timestamp } = arrival;
+        let Arrival {
+            event,
+            timestamp,
+            source,
+        } = arrival;
         if time > seen {
             seen = time;
             watermark_cause = timestamp;
@@ -223,6 +255,19 @@ pub(crate) fn step(
         let event_type = event.event_type;
         let citizen = event.citizen_key.clone();
         let record = citizens.entry(citizen.clone()).or_default();
+        if record.events.len() >= rules.max_events_per_citizen
+            && !record
+                .events
+                .contains(joinery_engine::citizen::identity(&event))
+        {
+            out.refused.push((
+                source,
+                Refusal::CitizenEventCap {
+                    cap: rules.max_events_per_citizen,
+                },
+            ));
+            continue;
+        }
         let applied = record.events.insert(event);
         if applied {
             record.ingested_at = record.ingested_at.max(timestamp);

@@ -46,16 +46,18 @@ impl Processor {
             missions: &self.missions,
             allowed_lateness: self.config.allowed_lateness,
             max_clock_skew: self.config.max_clock_skew,
+            max_events_per_citizen: self.config.max_events_per_citizen,
         }
     }
 
-    /// Counts and builds the dead letter of a record that cannot be used.
-    fn dead_letter(&self, input: &Input<'_>, e: &DecodeError) -> Entry {
+    /// Counts and builds the dead letter of a record that cannot be used:
+    /// `reason` is the stable code, `error` what a person can act on.
+    fn dead_letter(&self, input: &Input<'_>, reason: &'static str, error: &str) -> Entry {
         self.metrics
             .dead_letters
-            .with_label_values(&[input.topic, e.reason()])
+            .with_label_values(&[input.topic, reason])
             .inc();
-        dead_letter(&self.config.kafka, input, e)
+        dead_letter(&self.config.kafka, input, reason, error)
     }
 
     /// The writer schema of a record (the only step that may wait: while the
@@ -167,29 +169,37 @@ impl Processor {
             self.config.event_time_horizon,
         );
         let mut arrivals = Vec::with_capacity(inputs.len());
-        for input in &inputs {
+        for (source, input) in inputs.iter().enumerate() {
             out.offsets
                 .insert((input.topic.to_owned(), p), input.offset + 1);
             let refused = match &input.writer {
                 Ok(w) => match decoder.arrival(input, w) {
-                    Ok(a) => {
+                    Ok(mut a) => {
+                        a.source = source;
                         arrivals.push(a);
                         continue;
                     }
                     Err(e) => e,
                 },
                 Err(e) => {
-                    out.outbox.push(self.dead_letter(input, e));
+                    out.outbox
+                        .push(self.dead_letter(input, e.reason(), &e.to_string()));
                     continue;
                 }
             };
-            out.outbox.push(self.dead_letter(input, &refused));
+            out.outbox
+                .push(self.dead_letter(input, refused.reason(), &refused.to_string()));
         }
         let reader = StorePartition {
             store: &self.store,
             partition: p,
         };
         let step = partition::work(&reader, &self.rules(), arrivals)?;
+        for (source, refusal) in &step.refused {
+            let input = &inputs[*source];
+            out.outbox
+                .push(self.dead_letter(input, refusal.reason(), &refusal.to_string()));
+        }
         for ((event_type, applied), n) in &step.counts.by_type {
             let result = if *applied { "applied" } else { "duplicate" };
             self.metrics

@@ -184,6 +184,8 @@ pub(crate) struct ProcessorTable {
     pub(crate) max_clock_skew_seconds: i64,
     /// How far ahead of its Kafka timestamp an event may be dated, in days.
     pub(crate) event_time_horizon_days: i64,
+    /// The most events one citizen may have; later ones are dead-lettered.
+    pub(crate) max_events_per_citizen: usize,
     /// Directory of the mission definitions.
     pub(crate) missions_dir: PathBuf,
     /// RocksDB block cache shared by all state, in MiB.
@@ -207,6 +209,7 @@ impl Table for ProcessorTable {
         ("allowed_lateness_days", "JOINERY_ALLOWED_LATENESS_DAYS"),
         ("max_clock_skew_seconds", "JOINERY_MAX_CLOCK_SKEW_SECONDS"),
         ("event_time_horizon_days", "JOINERY_EVENT_TIME_HORIZON_DAYS"),
+        ("max_events_per_citizen", "JOINERY_MAX_EVENTS_PER_CITIZEN"),
         ("missions_dir", "JOINERY_MISSIONS_DIR"),
         ("block_cache_mb", "JOINERY_PROCESSOR_BLOCK_CACHE_MB"),
         ("write_buffer_mb", "JOINERY_PROCESSOR_WRITE_BUFFER_MB"),
@@ -225,9 +228,7 @@ impl ProcessorTable {
         );
         config.listen = self.listen;
         config.group = self.group.clone();
-        config.allowed_lateness = self.allowed_lateness_days * DAY_MS;
-        config.max_clock_skew = self.max_clock_skew_seconds.saturating_mul(1000);
-        config.event_time_horizon = self.event_time_horizon_days.saturating_mul(DAY_MS);
+        self.rules_into(&mut config);
         config.missions_dir = self.missions_dir.clone();
         if let Some(w) = self.workers {
             config.workers = w;
@@ -236,6 +237,15 @@ impl ProcessorTable {
         config.store.block_cache_bytes = self.block_cache_mb << 20;
         config.store.write_buffer_bytes = self.write_buffer_mb << 20;
         config
+    }
+
+    /// The settings that decide what the processor computes from the log:
+    /// the live processor and a rebuild must share them.
+    fn rules_into(&self, config: &mut joinery_processor::ProcessorConfig) {
+        config.allowed_lateness = self.allowed_lateness_days.saturating_mul(DAY_MS);
+        config.max_clock_skew = self.max_clock_skew_seconds.saturating_mul(1000);
+        config.event_time_horizon = self.event_time_horizon_days.saturating_mul(DAY_MS);
+        config.max_events_per_citizen = self.max_events_per_citizen.max(1);
     }
 
     /// The config of a rebuild of `mission` beside the live processor: the
@@ -259,9 +269,7 @@ impl ProcessorTable {
             chrono::Utc::now().format("%Y%m%d%H%M%S")
         );
         config.missions_dir = self.missions_dir.clone();
-        config.allowed_lateness = self.allowed_lateness_days * DAY_MS;
-        config.max_clock_skew = self.max_clock_skew_seconds.saturating_mul(1000);
-        config.event_time_horizon = self.event_time_horizon_days.saturating_mul(DAY_MS);
+        self.rules_into(&mut config);
         config.only_mission = Some(mission);
         config
     }

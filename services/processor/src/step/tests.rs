@@ -27,6 +27,7 @@ fn rules(missions: &[MissionDef]) -> Rules<'_> {
         missions,
         allowed_lateness: LATENESS,
         max_clock_skew: SKEW,
+        max_events_per_citizen: 2_000,
     }
 }
 
@@ -57,6 +58,7 @@ fn event(c: u8, id: u128, t: EventType, day: i64, fields: &[(&str, FieldValue)])
                 .collect(),
         },
         timestamp: at + 3_600_000,
+        source: 0,
     }
 }
 
@@ -458,6 +460,35 @@ fn a_future_dated_enrolment_counts_from_its_date_and_not_before() {
     let later = p.apply(&rules, vec![any_event(2, 4, 7, 75, 0)]);
     assert!(later.timers_cleared.contains(&(wake, citizen(1))));
     assert_eq!(neet(&later), Some(false), "in education from day 60");
+}
+
+#[test]
+fn events_past_a_citizens_cap_are_refused_and_others_are_untouched() {
+    let defs = missions();
+    let mut rules = rules(&defs);
+    rules.max_events_per_citizen = 3;
+    let mut p = Memory::default();
+    let mut batch: Vec<Arrival> = (0..5)
+        .map(|i| any_event(1, 10 + i, 2, 10 + i as i64, i as u8))
+        .chain([any_event(2, 99, 0, 12, 1)])
+        .collect();
+    for (i, a) in batch.iter_mut().enumerate() {
+        a.source = i;
+    }
+    let out = p.apply(&rules, batch);
+    let refused: Vec<usize> = out.refused.iter().map(|(s, _)| *s).collect();
+    assert_eq!(refused, [3, 4], "the fourth and fifth events of citizen 1");
+    assert_eq!(out.refused[0].1.reason(), "citizen_event_cap");
+    assert_eq!(p.citizens[&citizen(1)].events.len(), 3);
+    assert_eq!(
+        p.citizens[&citizen(2)].events.len(),
+        1,
+        "another citizen is untouched"
+    );
+    // A held event sent again at the cap is a duplicate, not a refusal.
+    let again = p.apply(&rules, vec![any_event(1, 10, 2, 10, 0)]);
+    assert!(again.refused.is_empty());
+    assert_eq!(again.counts.by_type.values().sum::<u64>(), 1);
 }
 
 /// A random journey of up to three citizens, with duplicates: a pool of
