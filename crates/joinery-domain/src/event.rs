@@ -51,6 +51,12 @@ pub struct Event {
     pub fields: BTreeMap<String, FieldValue>,
 }
 
+/// The longest value, in bytes, of an event's free-text field (an
+/// identifier such as `claim_id`, `employment_id`): longer values are
+/// refused where records enter, so that no record can bloat a citizen's
+/// state or a view.
+pub const MAX_TEXT_BYTES: usize = 256;
+
 /// The earliest event time Joinery accepts: 1900-01-01T00:00:00Z. Nothing a
 /// department reports about a living citizen's outcomes happened before it;
 /// an earlier time is a sentinel or a corrupt value.

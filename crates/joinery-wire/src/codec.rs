@@ -12,6 +12,7 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
+use joinery_domain::event::MAX_TEXT_BYTES;
 use joinery_domain::{
     CitizenKey, Event, EventId, EventType, FieldValue, MissionView, OutcomeState, OutcomeView,
     SnapshotView,
@@ -321,11 +322,22 @@ pub fn event_from_value(event_type: EventType, value: Value) -> Result<Event, De
             "department" => department = text(v),
             "area_code" => area_code = text(v),
             "birth_year_month" => birth_year_month = text(v),
-            _ => {
-                if let Some(fv) = field_value(v) {
+            _ => match field_value(v) {
+                Some(FieldValue::Text(t)) if t.len() > MAX_TEXT_BYTES => {
+                    return Err(invalid(
+                        "(text field)",
+                        format!(
+                            "`{}` is {} bytes; text fields are at most {MAX_TEXT_BYTES} bytes",
+                            name.chars().take(64).collect::<String>(),
+                            t.len()
+                        ),
+                    ));
+                }
+                Some(fv) => {
                     rest.insert(name, fv);
                 }
-            }
+                None => {}
+            },
         }
     }
     let event_id: EventId = event_id

@@ -7,7 +7,7 @@
 
 use apache_avro::schema::{RecordSchema, Schema};
 use apache_avro::types::Value;
-use joinery_domain::event::check_event_time;
+use joinery_domain::event::{check_event_time, MAX_TEXT_BYTES};
 use joinery_domain::{AreaCode, EventType, IdentifierKind, Millis, Pseudonymiser, YearMonth};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -104,6 +104,13 @@ fn to_avro(schema: &Schema, v: &Json, field: &str) -> Result<Value, FieldError> 
                 .ok_or_else(wrong)?;
             Ok(Value::Union(i as u32, Box::new(to_avro(inner, v, field)?)))
         }
+        (Schema::String, Json::String(s)) if s.len() > MAX_TEXT_BYTES => Err(fe(
+            field,
+            format!(
+                "is {} bytes; text fields are at most {MAX_TEXT_BYTES} bytes",
+                s.len()
+            ),
+        )),
         (Schema::String, Json::String(s)) => Ok(Value::String(s.clone())),
         (Schema::Boolean, Json::Bool(b)) => Ok(Value::Boolean(*b)),
         (Schema::Long, Json::Number(n)) => n.as_i64().map(Value::Long).ok_or_else(wrong),
@@ -395,6 +402,17 @@ mod tests {
         j["area_code"] = json!("E".repeat(600_000));
         let errs = run(j).expect_err("invalid");
         assert!(errs.iter().all(|e| e.message.len() < 200), "{errs:?}");
+        // So is every free-text field.
+        let mut j = good();
+        j["provider_urn"] = json!("1".repeat(600_000));
+        let errs = run(j).expect_err("invalid");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "provider_urn");
+        assert!(
+            errs[0].message.contains("at most 256 bytes"),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]

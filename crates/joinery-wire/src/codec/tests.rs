@@ -143,3 +143,32 @@ fn a_direct_producers_bad_area_code_or_birth_month_is_the_records_fault() {
         );
     }
 }
+
+#[test]
+fn a_direct_producers_oversized_text_field_is_the_records_fault() {
+    let record = |urn: &str| {
+        Value::Record(vec![
+            (
+                "event_id".into(),
+                Value::String("5b0f5c1e-8d2b-4c4e-9a51-0d6c3b8f2a10".into()),
+            ),
+            (
+                "occurred_at".into(),
+                Value::TimestampMillis(1_700_000_000_000),
+            ),
+            (
+                "recorded_at".into(),
+                Value::TimestampMillis(1_700_000_000_000),
+            ),
+            ("citizen_key".into(), Value::String("ab".repeat(32))),
+            ("department".into(), Value::Enum(0, "dfe".into())),
+            ("provider_urn".into(), Value::String(urn.into())),
+        ])
+    };
+    assert!(event_from_value(EventType::EducationExited, record(&"1".repeat(256))).is_ok());
+    let err = event_from_value(EventType::EducationExited, record(&"1".repeat(600_000)))
+        .expect_err("too long");
+    assert_eq!(err.reason(), "invalid_field");
+    let text = err.to_string();
+    assert!(text.contains("provider_urn") && text.len() < 300, "{text}");
+}
