@@ -128,11 +128,11 @@ impl MissionDef {
                     .map(|(s, e)| (s.occurred_at, e.map_or(at, |e| e.min(at))))
                     .collect();
                 spans.sort_unstable();
-                let (mut total, mut reach) = (0, Millis::MIN);
+                let (mut total, mut reach): (Millis, Millis) = (0, Millis::MIN);
                 for (s, e) in spans {
                     let s = s.max(reach);
                     if e > s {
-                        total += e - s;
+                        total = total.saturating_add(e.saturating_sub(s));
                         reach = e;
                     }
                 }
@@ -228,7 +228,8 @@ impl MissionDef {
         window_start: Millis,
         watermark: Millis,
     ) -> (OutcomeView, Option<Millis>) {
-        let window_end = window_start + o.within_days * DAY_MS;
+        // Saturating: event times come from departments and may be extreme.
+        let window_end = window_start.saturating_add(o.within_days.saturating_mul(DAY_MS));
         let in_window = |t: Millis| t >= window_start && t <= window_end;
         let mut achieved: Option<(Millis, Millis)> = None; // (qualifying time, decided at)
         let mut open_deadlines = Vec::new();
@@ -255,7 +256,7 @@ impl MissionDef {
                         achieved = Some((s.occurred_at, s.occurred_at));
                         break;
                     };
-                    let sustained_at = s.occurred_at + days * DAY_MS;
+                    let sustained_at = s.occurred_at.saturating_add(days.saturating_mul(DAY_MS));
                     match ended {
                         Some(e) if e >= sustained_at => {
                             achieved = Some((s.occurred_at, sustained_at));
@@ -275,7 +276,7 @@ impl MissionDef {
             Some((at, decided)) => (
                 OutcomeState::Achieved,
                 Some(decided),
-                Some((at - window_start) / DAY_MS),
+                Some(at.saturating_sub(window_start) / DAY_MS),
                 None,
             ),
             None if watermark >= window_end && open_deadlines.is_empty() => (

@@ -106,6 +106,9 @@ struct RawOutcome {
     sustained_days: Option<i64>,
 }
 
+/// The longest window or sustain period, in days: 100 years.
+const MAX_WINDOW_DAYS: i64 = 36_525;
+
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, DefinitionError> {
     toml::from_str(text).map_err(|e| {
         let line = e
@@ -300,9 +303,12 @@ pub fn parse_mission(
                 o.id
             )));
         }
-        if o.within_days < 0 || o.sustained_days.is_some_and(|d| d < 0) {
+        if !(0..=MAX_WINDOW_DAYS).contains(&o.within_days)
+            || o.sustained_days
+                .is_some_and(|d| !(0..=MAX_WINDOW_DAYS).contains(&d))
+        {
             return Err(invalid(format!(
-                "outcome `{}`: day counts must not be negative",
+                "outcome `{}`: within_days and sustained_days must be 0 to {MAX_WINDOW_DAYS} (100 years)",
                 o.id
             )));
         }

@@ -769,3 +769,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Event times and watermarks anywhere in the range of `i64` (a direct
+    /// producer's extreme values) never overflow: evaluation neither panics
+    /// (debug builds check arithmetic) nor returns a deadline at or before
+    /// the watermark.
+    #[test]
+    fn extreme_times_never_overflow(
+        events in journey(),
+        times in proptest::collection::vec(prop_oneof![
+            Just(i64::MIN), Just(i64::MAX), Just(0i64), any::<i64>()
+        ], 1..8),
+        watermark in prop_oneof![Just(i64::MIN), Just(i64::MAX), any::<i64>()],
+    ) {
+        let missions = load_dir(&Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("../../missions")).expect("missions load");
+        let mut c = CitizenEvents::default();
+        for (i, mut e) in events.into_iter().enumerate() {
+            e.occurred_at = times[i % times.len()];
+            e.recorded_at = e.occurred_at;
+            c.insert(e);
+        }
+        for m in &missions {
+            let eval = m.evaluate(&c, watermark);
+            if let Some(d) = eval.next_deadline {
+                prop_assert!(d > watermark, "deadline {} at or before the watermark {}", d, watermark);
+            }
+        }
+    }
+}

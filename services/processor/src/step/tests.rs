@@ -669,3 +669,39 @@ proptest! {
         prop_assert_eq!(records, memory.citizens.values().cloned().collect::<Vec<_>>());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Event times and Kafka timestamps anywhere in the range of `i64` never
+    /// overflow the step (debug builds check arithmetic), and event time
+    /// never passes a record's timestamp plus the skew.
+    #[test]
+    fn extreme_times_and_timestamps_never_overflow_the_step(
+        arrivals in journey(),
+        times in proptest::collection::vec(prop_oneof![
+            Just(i64::MIN), Just(i64::MAX), Just(0i64), any::<i64>()
+        ], 2..8),
+    ) {
+        let defs = missions();
+        let rules = rules(&defs);
+        let mut p = Memory::default();
+        let arrivals: Vec<Arrival> = arrivals
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut a)| {
+                a.event.occurred_at = times[i % times.len()];
+                a.timestamp = times[(i + 1) % times.len()];
+                a
+            })
+            .collect();
+        let mut bound = i64::MIN;
+        for batch in arrivals.chunks(3) {
+            for a in batch {
+                bound = bound.max(a.timestamp.saturating_add(SKEW));
+            }
+            let out = p.apply(&rules, batch.to_vec());
+            prop_assert!(out.max_time <= bound, "event time {} passed {}", out.max_time, bound);
+        }
+    }
+}
