@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -81,18 +82,115 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
-/// Serves `router` on `listener` until `cancel` fires, then finishes the
-/// requests in flight.
+/// How long a client may take to send a request's headers before its
+/// connection is closed: a client that opens connections and trickles
+/// bytes cannot hold them.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most connections a service holds open at once; one more is answered
+/// 503 with `Retry-After` and closed.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Most concurrent requests on one HTTP/2 connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+
+/// The limits a server holds clients to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Serves `router` on `listener` with the default [`Limits`] until `cancel`
+/// fires, then finishes the requests in flight.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with(listener, router, cancel, Limits::default()).await
+}
+
+/// The answer to a connection over the limit, written before closing it.
+fn over_limit() -> Vec<u8> {
+    let body = r#"{"error":"too many connections; retry after the indicated delay"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serves `router` on `listener`, holding clients to `limits`, until
+/// `cancel` fires; then stops accepting, lets the requests in flight finish
+/// and closes idle connections.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tokio::io::AsyncWriteExt;
+
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    loop {
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = cancel.cancelled() => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tokio::spawn(async move {
+                let _ = stream.write_all(&over_limit()).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away or times out is no error of ours.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
     Ok(())
 }
 
@@ -167,6 +265,67 @@ pub fn spare_loopback_addr() -> std::io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server with tight limits, answering `GET /` with `ok`.
+    async fn limited(limits: Limits) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        tokio::spawn(serve_with(listener, router, cancel.clone(), limits));
+        (addr, cancel)
+    }
+
+    /// Everything the server sends until it closes the connection (or 5 s).
+    async fn read_all(s: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn get_ok(addr: SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        read_all(&mut s).await
+    }
+
+    #[tokio::test]
+    async fn slow_clients_are_cut_off_and_cannot_hold_every_connection() {
+        let (addr, cancel) = limited(Limits {
+            header_read_timeout: Duration::from_millis(500),
+            max_connections: 2,
+        })
+        .await;
+        // Two clients open connections and trickle half a request line.
+        let mut slow = Vec::new();
+        for _ in 0..2 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HT").await.unwrap();
+            slow.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A third is told to come back later, not left hanging.
+        let refused = get_ok(addr).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("Retry-After: 1"), "{refused}");
+        let body = refused.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert!(
+            serde_json::from_str::<serde_json::Value>(body).is_ok(),
+            "{body}"
+        );
+        // The slow ones are closed once the header read timeout passes...
+        for s in &mut slow {
+            let answer = read_all(s).await;
+            assert!(!answer.contains("200 OK"), "{answer}");
+        }
+        // ... and a well-behaved client is served again.
+        let served = get_ok(addr).await;
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        cancel.cancel();
+    }
 
     #[test]
     fn spare_ports_are_distinct_free_and_outside_the_ephemeral_range() {

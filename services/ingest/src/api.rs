@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use joinery_domain::EventType;
+use joinery_domain::{Department, EventType};
 use joinery_runtime::auth::Principal;
 use joinery_wire::codec::encode_value;
 use joinery_wire::framing::frame;
@@ -102,8 +102,13 @@ async fn post_events(
     body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
-    let resp = match read_body(body, g.max_body).await {
-        Ok(body) => handle(&g, params, &headers, &body).await,
+    // The token is checked before a byte of the body is read: an
+    // unauthenticated client cannot make the gateway read megabytes.
+    let resp = match department(&g, &headers) {
+        Ok(department) => match read_body(body, g.max_body).await {
+            Ok(body) => handle(&g, department, params, &headers, &body).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
     .unwrap_or_else(IntoResponse::into_response);
@@ -114,12 +119,8 @@ async fn post_events(
     resp
 }
 
-async fn handle(
-    g: &Gateway,
-    params: Params,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, RequestError> {
+/// The department whose token the request carries.
+fn department(g: &Gateway, headers: &HeaderMap) -> Result<Department, RequestError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -132,6 +133,16 @@ async fn handle(
             "this token may not publish events; use a department token".into(),
         ));
     };
+    Ok(department)
+}
+
+async fn handle(
+    g: &Gateway,
+    department: Department,
+    params: Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, RequestError> {
     let items = parse_body(headers, body)?;
     if items.is_empty() {
         return Err(RequestError::BadRequest("no events in the body".into()));

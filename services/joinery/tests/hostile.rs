@@ -291,3 +291,52 @@ async fn a_flood_of_events_for_one_identifier_is_capped_and_stalls_nothing() -> 
     assert_eq!(applied, 2_001.0, "the cap's 2,000 and the leaver");
     stack.shutdown().await
 }
+
+/// The gateway against clients that hold connections: an unauthenticated
+/// request is answered 401 before its body is read, and a hundred clients
+/// trickling headers do not keep a department from publishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_unauthenticated_clients_do_not_hold_up_departments() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start("hostile-http").await?;
+    let addr = stack.ingest_url.trim_start_matches("http://").to_owned();
+
+    // 100 MB announced, no token, no body sent: refused at once.
+    let mut s = tokio::net::TcpStream::connect(&addr).await?;
+    s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n")
+        .await?;
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+        .await
+        .context("answered without waiting for the body")??;
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    // A hundred clients open connections and trickle half a request line.
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(b"POST /v1/ev").await?;
+        slow.push(s);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let started = std::time::Instant::now();
+    let (status, body) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d10",
+                "AB123456C",
+                &day(now - 10 * DAY_MS),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "published in {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+    stack.shutdown().await
+}
