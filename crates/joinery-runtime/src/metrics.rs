@@ -90,7 +90,7 @@ metrics! {
     /// Views consumed.
     PROJECTIONS_VIEWS = "joinery_projections_views_total", "Views consumed, by mission and result (applied, stale)", ["mission", "result"];
     /// Undecodable views.
-    PROJECTIONS_UNDECODABLE = "joinery_projections_undecodable_views_total", "View records that could not be decoded, by reason", ["reason"];
+    PROJECTIONS_UNDECODABLE = "joinery_projections_undecodable_views_total", "Records on a view topic that projections could not use and dead-lettered, by reason", ["reason"];
     /// State size.
     PROJECTIONS_STATE_BYTES = "joinery_projections_state_bytes", "Estimated live bytes of the projections' RocksDB state", [];
 }

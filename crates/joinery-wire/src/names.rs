@@ -48,6 +48,16 @@ pub fn department_topics(kafka: &KafkaSettings) -> Vec<TopicSpec> {
         .collect()
 }
 
+/// The dead-letter topic (kept forever, one partition), which the
+/// processor and projections both write.
+pub fn dead_letter_topic(kafka: &KafkaSettings) -> TopicSpec {
+    TopicSpec {
+        name: kafka.topic(DEAD_LETTER_TOPIC),
+        partitions: 1,
+        kind: TopicKind::Retained,
+    }
+}
+
 /// The compacted Kafka topic carrying `mission`'s per-citizen views.
 pub fn view_topic(mission: &str) -> String {
     format!("{VIEWS_TOPIC_PREFIX}{mission}")

@@ -340,3 +340,83 @@ async fn slow_and_unauthenticated_clients_do_not_hold_up_departments() -> Result
     drop(slow);
     stack.shutdown().await
 }
+
+/// Records on a view topic that projections cannot use (not Avro, a view of
+/// a mission they do not define, an unreadable control record) are copied
+/// to the dead-letter topic with the reason before they are passed, and the
+/// views after them still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projections_dead_letter_what_they_cannot_use() -> Result<()> {
+    let stack = Stack::start("hostile-views").await?;
+    let producer: FutureProducer = stack.kafka.producer("hostile-views").create()?;
+    let topic = stack.kafka.topic("joinery.views.opportunity");
+    let send = |key: &'static str, payload: Vec<u8>, control: bool| {
+        let mut record = FutureRecord::to(&topic).key(key).payload(&payload);
+        if control {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: "joinery.control",
+                    value: Some("reset"),
+                },
+            ));
+        }
+        let delivery = producer.send_result(record).map_err(|(e, _)| e);
+        async move {
+            let acked = delivery?.await.context("cancelled")?;
+            acked.map_err(|(e, _)| anyhow::Error::from(e))?;
+            anyhow::Ok(())
+        }
+    };
+    // The processor creates the view topics; wait until it has.
+    stack
+        .wait_for_metrics("projections to start", |m| m["mission"] == "opportunity")
+        .await?;
+    send("not-a-citizen", b"not avro".to_vec(), false).await?;
+    send("joinery.control.reset", b"{not json".to_vec(), true).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (status, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited(
+                "0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d11",
+                "AB123456C",
+                &day(now - 10 * DAY_MS),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    stack
+        .wait_for_metrics("the leaver after the bad records", |m| cohort(m) == Some(1))
+        .await?;
+    let dead = read_topic(&stack.kafka, &stack.kafka.topic("joinery.deadletter"))?;
+    let mut found: Vec<(String, String, Vec<u8>)> = dead
+        .iter()
+        .map(|r| {
+            let h = |k: &str| {
+                r.headers
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (h("joinery.service"), h("joinery.reason"), r.value.clone())
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "projections".to_owned(),
+                "bad_control_record".to_owned(),
+                b"{not json".to_vec()
+            ),
+            (
+                "projections".to_owned(),
+                "wrong_magic_byte".to_owned(),
+                b"not avro".to_vec()
+            ),
+        ]
+    );
+    stack.shutdown().await
+}

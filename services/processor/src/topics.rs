@@ -3,7 +3,7 @@
 
 use joinery_engine::MissionDef;
 use joinery_runtime::kafka::{KafkaSettings, TopicKind, TopicSpec};
-use joinery_wire::names::{department_topics, view_topic};
+use joinery_wire::names::{dead_letter_topic, department_topics, view_topic};
 
 pub use joinery_wire::names::DEAD_LETTER_TOPIC;
 
@@ -16,10 +16,6 @@ pub fn processor_topics(kafka: &KafkaSettings, missions: &[MissionDef]) -> Vec<T
         partitions: kafka.partitions,
         kind: TopicKind::Compacted,
     }));
-    t.push(TopicSpec {
-        name: kafka.topic(DEAD_LETTER_TOPIC),
-        partitions: 1,
-        kind: TopicKind::Retained,
-    });
+    t.push(dead_letter_topic(kafka));
     t
 }

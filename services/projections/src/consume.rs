@@ -11,9 +11,12 @@ use joinery_store::Store;
 use joinery_wire::codec::{decode_value, view_from_value, writer_schema};
 use joinery_wire::control::{Control, ControlKind, CONTROL_HEADER};
 use joinery_wire::framing::unframe;
+use joinery_wire::names::dead_letter_headers;
 use joinery_wire::{Catalog, DecodeError, RegistryClient};
 use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Contribution, Rebuilding};
@@ -48,6 +51,57 @@ pub(crate) struct ViewConsumer {
     pub(crate) registry: RegistryClient,
     /// The reader schema of views.
     pub(crate) catalog: Catalog,
+    /// Where records that cannot be used go.
+    pub(crate) dead_letters: DeadLetters,
+}
+
+/// The projections' dead letters: a record on a view topic that cannot be
+/// used (undecodable, of an unknown mission, an unreadable control record)
+/// is copied to `joinery.deadletter` with the reason, and acknowledged,
+/// before its offset is stored. Nothing refused is lost.
+pub(crate) struct DeadLetters {
+    /// The producer (idempotent, `acks=all`).
+    pub(crate) producer: FutureProducer,
+    /// The dead-letter topic (with the namespace).
+    pub(crate) topic: String,
+}
+
+/// A record refused, to dead-letter: the record, the reason code and what
+/// a person can act on.
+type Refused<'a> = (&'a BorrowedMessage<'a>, &'static str, String);
+
+impl DeadLetters {
+    /// Sends every refused record and waits for Kafka's acknowledgement.
+    async fn send(&self, refused: &[Refused<'_>], metrics: &Metrics) -> anyhow::Result<()> {
+        let mut pending = Vec::with_capacity(refused.len());
+        for (m, reason, error) in refused {
+            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason, error = %error, "dead-lettering view record");
+            metrics.dead_letters.with_label_values(&[reason]).inc();
+            let mut headers = rdkafka::message::OwnedHeaders::new();
+            for (k, v) in dead_letter_headers(
+                reason,
+                error,
+                m.topic(),
+                m.partition(),
+                m.offset(),
+                "projections",
+            ) {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: &k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let record = FutureRecord::to(&self.topic)
+                .key(m.key().unwrap_or_default())
+                .payload(m.payload().unwrap_or_default())
+                .headers(headers);
+            pending.push(self.producer.send(record, Duration::from_secs(30)));
+        }
+        for r in futures::future::join_all(pending).await {
+            r.map_err(|(e, _)| anyhow::anyhow!("a dead letter was not acknowledged: {e}; stopping so that its record is read again on restart"))?;
+        }
+        Ok(())
+    }
 }
 
 impl ViewConsumer {
@@ -75,7 +129,7 @@ impl ViewConsumer {
         for (i, m) in messages.iter().enumerate() {
             if is_control(m) {
                 self.apply_views(&messages[start..i]).await?;
-                self.apply_control(m)?;
+                self.apply_control(m).await?;
                 start = i + 1;
             }
         }
@@ -86,23 +140,29 @@ impl ViewConsumer {
     /// takes out every contribution that came from `p` (and any whose
     /// partition was not kept) and marks the mission as being rebuilt; a
     /// completion clears the mark once every partition has had one.
-    fn apply_control(&self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    async fn apply_control(&self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
         let mut batch = self.store.batch();
         batch.set_offset(m.topic(), m.partition(), m.offset() + 1);
         let control = match Control::from_bytes(m.payload().unwrap_or_default()) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "unreadable control record skipped");
-                self.metrics
-                    .dead_letters
-                    .with_label_values(&["bad_control_record"])
-                    .inc();
+                let refused = [(m, "bad_control_record", e.to_string())];
+                self.dead_letters.send(&refused, &self.metrics).await?;
                 self.store.write(batch)?;
                 return Ok(());
             }
         };
         let mut working = self.shared.metrics.read().clone();
         let Some(mission) = working.get_mut(&control.mission) else {
+            let refused = [(
+                m,
+                "unknown_mission",
+                format!(
+                    "a control record for mission `{}`, which these projections do not define",
+                    control.mission
+                ),
+            )];
+            self.dead_letters.send(&refused, &self.metrics).await?;
             self.store.write(batch)?;
             return Ok(());
         };
@@ -167,6 +227,7 @@ impl ViewConsumer {
         let mut batch = self.store.batch();
         let mut touched = std::collections::BTreeSet::new();
         let mut fresh: Vec<(String, f64)> = Vec::new();
+        let mut refused: Vec<Refused<'_>> = Vec::new();
         for m in messages {
             batch.set_offset(m.topic(), m.partition(), m.offset() + 1);
             let view = match self.decode(m).await {
@@ -178,15 +239,19 @@ impl ViewConsumer {
                     m.offset()
                 ),
                 Err(e) => {
-                    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "undecodable view skipped");
-                    self.metrics
-                        .dead_letters
-                        .with_label_values(&[e.reason()])
-                        .inc();
+                    refused.push((m, e.reason(), e.to_string()));
                     continue;
                 }
             };
             let Some(mission) = working.get_mut(view.mission.as_str()) else {
+                refused.push((
+                    m,
+                    "unknown_mission",
+                    format!(
+                        "a view of mission `{}`, which these projections do not define",
+                        view.mission
+                    ),
+                ));
                 continue;
             };
             let citizen = view.citizen_key.as_str();
@@ -241,6 +306,9 @@ impl ViewConsumer {
                 serde_json::to_vec(&working[m.as_str()])?,
             );
         }
+        // Dead letters are acknowledged before the offsets that pass them
+        // are stored.
+        self.dead_letters.send(&refused, &self.metrics).await?;
         self.store.write(batch)?;
         for m in &touched {
             self.metrics.publish(m, &working[m.as_str()]);

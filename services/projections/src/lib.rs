@@ -207,6 +207,11 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
     consumer.wait_for_topics(&topics, &service.token()).await?;
     consumer.subscribe(&topics)?;
 
+    // What cannot be used goes to the dead-letter topic, which a
+    // projections started before any processor creates itself.
+    let dead_letter_topic = joinery_wire::names::dead_letter_topic(&config.kafka);
+    joinery_runtime::kafka::ensure_topics(&config.kafka, std::slice::from_ref(&dead_letter_topic))
+        .await?;
     let consumer_loop = ViewConsumer {
         consumer,
         store,
@@ -215,6 +220,13 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         metrics,
         registry: RegistryClient::new(&config.registry_url),
         catalog: Catalog::load(),
+        dead_letters: consume::DeadLetters {
+            producer: config
+                .kafka
+                .producer("joinery-projections-deadletters")
+                .create()?,
+            topic: dead_letter_topic.name,
+        },
     };
     let router = api::router(Arc::clone(&shared))
         .merge(board::router(Arc::clone(&shared), &config.board_assets));
