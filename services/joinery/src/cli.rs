@@ -84,6 +84,10 @@ pub(crate) enum Command {
     Demo(demo::DemoArgs),
     /// Publish an NDJSON file of events through the ingest gateway, as a department.
     Publish(publish::PublishArgs),
+    /// List the records the processor and projections refused, and replay
+    /// them to their source topics once the cause is fixed. Reads the
+    /// [kafka] settings.
+    Deadletter(DeadletterArgs),
     /// The services' settings.
     Config {
         #[command(subcommand)]
@@ -395,6 +399,24 @@ pub(crate) struct RebuildArgs {
     /// [processor.allowed_lateness_days].
     #[arg(long)]
     allowed_lateness_days: Option<i64>,
+}
+
+/// `joinery deadletter`: Kafka flags, then what to do.
+#[derive(Debug, Args)]
+pub(crate) struct DeadletterArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    pub(crate) what: crate::deadletter::DeadLetterArgs,
+}
+
+impl DeadletterArgs {
+    /// The values given on the command line, over the [processor] table.
+    pub(crate) fn flags(&self) -> Vec<Entry> {
+        let mut out = Overrides::default();
+        self.common.add(&mut out, Some("processor"));
+        out.0
+    }
 }
 
 impl RebuildArgs {

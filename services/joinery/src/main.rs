@@ -13,6 +13,7 @@
 
 mod cli;
 mod config;
+mod deadletter;
 mod demo;
 mod publish;
 
@@ -122,6 +123,10 @@ async fn main() -> anyhow::Result<()> {
                 |c| async move { joinery_processor::rebuild(config, c).await.map(|_| ()) },
             )
             .await
+        }
+        Command::Deadletter(args) => {
+            let s = settings::<ProcessorTable>(cli.config, args.flags())?;
+            deadletter::run(&s.kafka.settings(), args.what).await
         }
         Command::Publish(args) => {
             if publish::run(args).await?.all_accepted() {

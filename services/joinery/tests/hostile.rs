@@ -420,3 +420,126 @@ async fn projections_dead_letter_what_they_cannot_use() -> Result<()> {
     );
     stack.shutdown().await
 }
+
+/// Events the processor dead-lettered for exceeding the cap on one
+/// citizen's events, by its current instance.
+async fn capped(stack: &Stack) -> Result<f64> {
+    stack
+        .prometheus_sum(
+            &stack.processor_url,
+            "joinery_dead_letters_total",
+            &["reason=\"citizen_event_cap\""],
+        )
+        .await
+}
+
+/// `joinery deadletter` lists what was refused and, once the cause is
+/// fixed (here: the cap on one citizen's events raised), replays it to its
+/// source topic, where it is applied like any other record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_are_listed_and_replayed_once_the_cause_is_fixed() -> Result<()> {
+    let mut stack = Stack::start_with(
+        "hostile-replay",
+        StackOptions {
+            max_events_per_citizen: 2,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let jobs: Vec<serde_json::Value> = (0..3u64)
+        .map(|n| {
+            json!({
+                "type": "hmrc.EmploymentStarted",
+                "event_id": uuid::Uuid::from_u128(0xdead_0000 + u128::from(n)).to_string(),
+                "occurred_at": day(now - (30 - n as i64) * DAY_MS),
+                "nino": "JY300001D",
+                "area_code": "E08000025",
+                "employment_id": format!("E-{n}"),
+                "weekly_hours_band": "FROM_30"
+            })
+        })
+        .collect();
+    let (status, body) = stack.post(HMRC_TOKEN, json!(jobs)).await?;
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while capped(&stack).await? < 1.0 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let kafka = stack.kafka.clone();
+    let joinery = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_joinery"))
+            .args(args)
+            .env("JOINERY_KAFKA_BROKERS", &kafka.brokers)
+            .env("JOINERY_TOPIC_NAMESPACE", &kafka.namespace)
+            .env("JOINERY_PARTITIONS", kafka.partitions.to_string())
+            .env("RUST_LOG", "warn")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "joinery {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let listed = joinery(&["deadletter", "list"])?;
+    assert!(
+        listed.contains("citizen_event_cap") && listed.contains("1 of 1 dead letters"),
+        "{listed}"
+    );
+    assert!(!listed.contains("JY300001D"), "no raw identifier: {listed}");
+
+    // The cause is fixed: the processor restarts with a higher cap.
+    if let Some(p) = stack.processor.take() {
+        p.stop().await?;
+    }
+    stack.max_events_per_citizen = 10;
+    stack.start_processor().await?;
+    let dry = joinery(&[
+        "deadletter",
+        "replay",
+        "--reason",
+        "citizen_event_cap",
+        "--dry-run",
+    ])?;
+    assert!(dry.contains("1 dead letters would be replayed"), "{dry}");
+    let replayed = joinery(&["deadletter", "replay", "--reason", "citizen_event_cap"])?;
+    assert!(replayed.contains("replayed 1 of 1"), "{replayed}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stack.applied_events().await? < 1.0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the replayed event was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        capped(&stack).await?,
+        0.0,
+        "not refused again (a fresh processor's count)"
+    );
+    // Replaying again changes nothing: the event is held.
+    joinery(&["deadletter", "replay", "--reason", "citizen_event_cap"])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let duplicates = stack
+            .prometheus_sum(
+                &stack.processor_url,
+                "joinery_processor_events_total",
+                &["result=\"duplicate\""],
+            )
+            .await?;
+        if duplicates >= 1.0 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the second replay was not read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stack.applied_events().await?, 1.0);
+    stack.shutdown().await
+}

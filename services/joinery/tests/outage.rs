@@ -77,6 +77,7 @@ async fn a_broker_outage_gives_503s_and_loses_no_acknowledged_event() -> Result<
         StackOptions {
             brokers,
             delivery_timeout: Duration::from_secs(3),
+            ..StackOptions::default()
         },
     )
     .await?;

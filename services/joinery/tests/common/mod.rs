@@ -51,6 +51,8 @@ pub struct StackOptions {
     pub brokers: String,
     /// The gateway's delivery timeout.
     pub delivery_timeout: Duration,
+    /// The processor's cap on one citizen's events.
+    pub max_events_per_citizen: usize,
 }
 
 impl Default for StackOptions {
@@ -58,6 +60,7 @@ impl Default for StackOptions {
         StackOptions {
             brokers: brokers(),
             delivery_timeout: Duration::from_secs(30),
+            max_events_per_citizen: 2_000,
         }
     }
 }
@@ -117,6 +120,9 @@ pub struct Stack {
     pub http: reqwest::Client,
     processor_addr: SocketAddr,
     projections_addr: SocketAddr,
+    /// The processor's cap on one citizen's events (a test may change it
+    /// before restarting the processor).
+    pub max_events_per_citizen: usize,
 }
 
 impl Stack {
@@ -169,6 +175,7 @@ impl Stack {
             http: reqwest::Client::new(),
             processor_addr: proc_,
             projections_addr: proj,
+            max_events_per_citizen: options.max_events_per_citizen,
         };
         let config = joinery_registry::RegistryConfig {
             listen: reg,
@@ -208,6 +215,7 @@ impl Stack {
         config.listen = self.processor_addr;
         config.group = format!("{}processor", self.kafka.namespace);
         config.missions_dir = dir;
+        config.max_events_per_citizen = self.max_events_per_citizen;
         self.processor = Some(spawn(|c| joinery_processor::run(config, c)));
         self.wait_ready(&self.processor_url.clone()).await
     }
