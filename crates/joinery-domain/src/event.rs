@@ -51,6 +51,19 @@ pub struct Event {
     pub fields: BTreeMap<String, FieldValue>,
 }
 
+/// The field a department sets to `true`, with a later `recorded_at`, to
+/// retract an event it sent (same event id): the event then counts in
+/// nothing. Absent or `false` on every other event; kept in
+/// [`Event::fields`] only when `true`.
+pub const RETRACTED_FIELD: &str = "retracted";
+
+impl Event {
+    /// Whether this version retracts the event.
+    pub fn is_retraction(&self) -> bool {
+        self.fields.get(RETRACTED_FIELD) == Some(&FieldValue::Bool(true))
+    }
+}
+
 /// The longest value, in bytes, of an event's free-text field (an
 /// identifier such as `claim_id`, `employment_id`): longer values are
 /// refused where records enter, so that no record can bloat a citizen's

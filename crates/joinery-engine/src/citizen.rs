@@ -4,7 +4,7 @@
 //! a citizen with many events cannot make a partition's work quadratic.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use joinery_domain::{Department, Event, EventId, EventType, Millis};
 use serde::{Deserialize, Serialize};
@@ -16,12 +16,25 @@ pub type EventIdentity = (Department, EventId);
 /// A citizen's events, keyed by (event time, department, event id):
 /// iteration is in event time, ties broken by department then id, whatever
 /// order they arrived in.
+///
+/// A department corrects an event by sending it again (same department and
+/// event id) with a later `recorded_at`, and retracts it by sending it with
+/// `retracted: true` and a later `recorded_at`: for each identity the
+/// version recorded last counts, whatever order versions arrive in, and a
+/// retracted event counts in nothing. Every version is kept (serialised
+/// with the live events), so that a late older version changes nothing and
+/// a replay agrees.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<Event>", into = "Vec<Event>")]
 pub struct CitizenEvents {
+    /// The version that counts of every event not retracted.
     events: BTreeMap<(Millis, Department, EventId), Event>,
-    /// Every held event's identity (derived from `events`, never stored).
-    held: BTreeSet<EventIdentity>,
+    /// Every version accepted, by identity and `recorded_at`: `None` for the
+    /// one in `events`, the event itself for a superseded version or a
+    /// retraction.
+    versions: BTreeMap<(EventIdentity, Millis), Option<Event>>,
+    /// The event time of each identity's version in `events`.
+    live: BTreeMap<EventIdentity, Millis>,
 }
 
 /// The identity of `e`.
@@ -30,22 +43,65 @@ pub fn identity(e: &Event) -> EventIdentity {
 }
 
 impl CitizenEvents {
-    /// Adds an event. Returns false (and changes nothing) when the same
-    /// department's event with the same id is already present: a re-sent
-    /// event is applied once.
+    /// Adds a version of an event. Returns false (and changes nothing) when
+    /// this version (same department, event id and `recorded_at`) is
+    /// already held: a re-sent event is applied once.
     pub fn insert(&mut self, event: Event) -> bool {
-        if !self.held.insert(identity(&event)) {
+        let id = identity(&event);
+        let key = (id, event.recorded_at);
+        if self.versions.contains_key(&key) {
             return false;
         }
-        let (department, id) = identity(&event);
-        self.events
-            .insert((event.occurred_at, department, id), event);
+        let current = self
+            .versions
+            .range((id, Millis::MIN)..=(id, Millis::MAX))
+            .next_back()
+            .map(|((_, recorded), _)| *recorded);
+        if current.is_some_and(|c| c > event.recorded_at) {
+            // An older version arriving late: kept, counts in nothing.
+            self.versions.insert(key, Some(event));
+            return true;
+        }
+        if let Some(occurred) = self.live.remove(&id) {
+            let old = self.events.remove(&(occurred, id.0, id.1));
+            if let Some(slot) = current.and_then(|c| self.versions.get_mut(&(id, c))) {
+                *slot = old;
+            }
+        }
+        if event.is_retraction() {
+            self.versions.insert(key, Some(event));
+        } else {
+            self.live.insert(id, event.occurred_at);
+            self.events.insert((event.occurred_at, id.0, id.1), event);
+            self.versions.insert(key, None);
+        }
         true
     }
 
-    /// Whether the event with this identity is present.
+    /// Whether any version of the event with this identity is held.
     pub fn contains(&self, id: EventIdentity) -> bool {
-        self.held.contains(&id)
+        self.versions
+            .range((id, Millis::MIN)..=(id, Millis::MAX))
+            .next()
+            .is_some()
+    }
+
+    /// Every version held, to store: the events that count, then the
+    /// superseded versions and retractions. Inserting them again, in any
+    /// order, gives back the same history.
+    pub fn every_version(&self) -> impl Iterator<Item = &Event> {
+        self.events.values().chain(self.versions.values().flatten())
+    }
+
+    /// Whether this version of `e` (identity and `recorded_at`) is held.
+    pub fn holds_version(&self, e: &Event) -> bool {
+        self.versions.contains_key(&(identity(e), e.recorded_at))
+    }
+
+    /// How many versions have been accepted: grows with every insert that
+    /// returns true, so it versions what the citizen's views are built on.
+    pub fn revisions(&self) -> usize {
+        self.versions.len()
     }
 
     /// All events in event-time order.
@@ -58,7 +114,7 @@ impl CitizenEvents {
         self.iter().filter(move |e| e.event_type == t)
     }
 
-    /// Number of distinct events.
+    /// Number of events that count (not retracted).
     pub fn len(&self) -> usize {
         self.events.len()
     }
@@ -80,10 +136,15 @@ impl CitizenEvents {
         let Some(((next, _, _), _)) = self.events.range(bound..).next() else {
             return (Cow::Borrowed(self), None);
         };
-        let mut happened = CitizenEvents::default();
-        for e in self.events.range(..bound).map(|(_, e)| e) {
-            happened.insert(e.clone());
-        }
+        // Only for evaluation: the events that count, without their history.
+        let happened = CitizenEvents {
+            events: self
+                .events
+                .range(..bound)
+                .map(|(k, e)| (*k, e.clone()))
+                .collect(),
+            ..CitizenEvents::default()
+        };
         (Cow::Owned(happened), Some(*next))
     }
 }
@@ -100,7 +161,10 @@ impl From<Vec<Event>> for CitizenEvents {
 
 impl From<CitizenEvents> for Vec<Event> {
     fn from(c: CitizenEvents) -> Self {
-        c.events.into_values().collect()
+        c.events
+            .into_values()
+            .chain(c.versions.into_values().flatten())
+            .collect()
     }
 }
 
@@ -178,5 +242,82 @@ mod tests {
         let (none, next) = c.as_of(Millis::MIN);
         assert!(none.is_empty());
         assert_eq!(next, Some(10));
+    }
+
+    fn version(
+        id: u128,
+        t: EventType,
+        occurred: Millis,
+        recorded: Millis,
+        retracted: bool,
+    ) -> Event {
+        let mut e = Event {
+            event_id: EventId(uuid::Uuid::from_u128(id)),
+            event_type: t,
+            occurred_at: occurred,
+            recorded_at: recorded,
+            citizen_key: "ab".repeat(32).parse().expect("key"),
+            area_code: None,
+            birth_year_month: None,
+            fields: Default::default(),
+        };
+        if retracted {
+            e.fields.insert(
+                joinery_domain::event::RETRACTED_FIELD.into(),
+                joinery_domain::FieldValue::Bool(true),
+            );
+        }
+        e
+    }
+
+    #[test]
+    fn the_version_recorded_last_counts_in_any_arrival_order() {
+        let first = version(1, EventType::EducationExited, 10, 11, false);
+        let corrected = version(1, EventType::EducationExited, 20, 21, false);
+        let retracted = version(1, EventType::EducationExited, 20, 31, true);
+        let other = version(2, EventType::EducationExited, 15, 15, false);
+        let all = [
+            first.clone(),
+            corrected.clone(),
+            retracted.clone(),
+            other.clone(),
+        ];
+        // Every order of arrival gives the same history.
+        let mut seen = None;
+        for perm in [
+            [0, 1, 2, 3],
+            [3, 2, 1, 0],
+            [1, 0, 3, 2],
+            [2, 0, 1, 3],
+            [0, 2, 3, 1],
+        ] {
+            let mut c = CitizenEvents::default();
+            for i in perm {
+                assert!(c.insert(all[i].clone()));
+            }
+            assert!(
+                !c.insert(corrected.clone()),
+                "a re-sent version is a duplicate"
+            );
+            assert_eq!(c.revisions(), 4);
+            assert_eq!(
+                c.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+                [other.event_id]
+            );
+            if let Some(s) = &seen {
+                assert_eq!(s, &c);
+            }
+            seen = Some(c);
+        }
+        // Without the retraction, the correction counts (at its own time).
+        let mut c = CitizenEvents::default();
+        c.insert(corrected.clone());
+        c.insert(first.clone());
+        assert_eq!(c.iter().map(|e| e.occurred_at).collect::<Vec<_>>(), [20]);
+        // Stored and read back, the history (every version) is the same.
+        let back: CitizenEvents =
+            serde_json::from_slice(&serde_json::to_vec(&seen.clone().expect("ran")).expect("json"))
+                .expect("reads");
+        assert_eq!(Some(back), seen);
     }
 }

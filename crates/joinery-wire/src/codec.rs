@@ -12,7 +12,7 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
-use joinery_domain::event::MAX_TEXT_BYTES;
+use joinery_domain::event::{MAX_TEXT_BYTES, RETRACTED_FIELD};
 use joinery_domain::{
     CitizenKey, Event, EventId, EventType, FieldValue, MissionView, OutcomeState, OutcomeView,
     SnapshotView,
@@ -322,6 +322,12 @@ pub fn event_from_value(event_type: EventType, value: Value) -> Result<Event, De
             "department" => department = text(v),
             "area_code" => area_code = text(v),
             "birth_year_month" => birth_year_month = text(v),
+            // Kept only when true: most events are not retractions.
+            RETRACTED_FIELD => {
+                if matches!(unwrap_union(v), Value::Boolean(true)) {
+                    rest.insert(name, FieldValue::Bool(true));
+                }
+            }
             _ => match field_value(v) {
                 Some(FieldValue::Text(t)) if t.len() > MAX_TEXT_BYTES => {
                     return Err(invalid(

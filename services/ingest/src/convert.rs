@@ -273,6 +273,8 @@ pub fn convert(
         let given = match given {
             Some(v) => v,
             None if matches!(f.schema, Schema::Union(_)) => Json::Null,
+            // A field added later with a default (e.g. `retracted`).
+            None if f.default.is_some() => f.default.clone().unwrap_or_default(),
             None => {
                 errors.push(fe(name, format!("required: {}", describe(&f.schema))));
                 continue;

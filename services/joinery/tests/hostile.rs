@@ -543,3 +543,77 @@ async fn dead_letters_are_listed_and_replayed_once_the_cause_is_fixed() -> Resul
     assert_eq!(stack.applied_events().await?, 1.0);
     stack.shutdown().await
 }
+
+/// A department corrects an event by sending it again with a later
+/// `recorded_at`, and retracts it with `retracted: true`: the figures
+/// follow the version recorded last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_department_corrects_and_retracts_an_event_it_sent() -> Result<()> {
+    let stack = Stack::start("hostile-retract").await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = "0d3b1c52-7a43-4c2e-9d1e-1f6a5b2c3d12";
+    let version = |occurred: i64, recorded: i64, retracted: bool| {
+        let mut e = education_exited(id, "AB123456C", &day(occurred));
+        e["recorded_at"] = json!(chrono::DateTime::from_timestamp_millis(recorded)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default());
+        if retracted {
+            e["retracted"] = json!(true);
+        }
+        e
+    };
+    let month = |t: i64| day(t)[..7].to_owned();
+    let (first, moved) = (now - 70 * DAY_MS, now - 20 * DAY_MS);
+    let months = |m: &serde_json::Value| -> Vec<String> {
+        m["groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|x| x["key"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let (status, body) = stack
+        .post(DFE_TOKEN, version(first, now - 60_000, false))
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    stack
+        .wait_for_metrics("the leaver", |m| cohort(m) == Some(1))
+        .await?;
+    let (_, m) = stack
+        .metrics(OPERATOR_TOKEN, "?group_by=cohort_month")
+        .await?;
+    assert_eq!(months(&m), [month(first)], "{m}");
+
+    // The college corrects the leaving date.
+    let (status, body) = stack
+        .post(DFE_TOKEN, version(moved, now - 30_000, false))
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = stack
+            .metrics(OPERATOR_TOKEN, "?group_by=cohort_month")
+            .await?;
+        if months(&m) == [month(moved)] && cohort(&m) == Some(1) {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "not corrected: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The first version sent again late changes nothing.
+    let (status, _) = stack
+        .post(DFE_TOKEN, version(first, now - 60_000, false))
+        .await?;
+    assert_eq!(status, 202);
+
+    // Then it retracts the event: the leaver counts in nothing.
+    let (status, body) = stack.post(DFE_TOKEN, version(moved, now, true)).await?;
+    assert_eq!(status, 202, "{body}");
+    stack
+        .wait_for_metrics("the retraction", |m| cohort(m) == Some(0))
+        .await?;
+    stack.shutdown().await
+}

@@ -91,7 +91,7 @@ pub(crate) fn encode_record(record: &CitizenRecord) -> anyhow::Result<Vec<u8>> {
     let stored = StoredRecordRef {
         events: record
             .events
-            .iter()
+            .every_version()
             .map(|e| StoredEventRef {
                 event_id: &e.event_id,
                 event_type: &e.event_type,
@@ -222,6 +222,19 @@ mod tests {
                 .into(),
             });
         }
+        // A correction of the first event and a retraction of the second:
+        // the superseded versions are stored too.
+        let versions: Vec<Event> = events.iter().cloned().collect();
+        let mut corrected = versions[0].clone();
+        corrected.recorded_at += 1;
+        corrected.occurred_at += 1;
+        let mut retracted = versions[1].clone();
+        retracted.recorded_at += 1;
+        retracted
+            .fields
+            .insert("retracted".into(), FieldValue::Bool(true));
+        assert!(events.insert(corrected) && events.insert(retracted));
+        assert_eq!((events.len(), events.revisions()), (1, 4));
         let evaluation = joinery_engine::Evaluation {
             in_cohort: true,
             area_code: Some("E08000025".parse().unwrap()),

@@ -177,7 +177,8 @@ pub(crate) struct StepOutput {
 }
 
 /// A view's version: the watermark it was evaluated at (ms, 42 bits) then
-/// the number of distinct events behind it (21 bits). A visible change needs
+/// the number of event versions behind it (21 bits; corrections and
+/// retractions count). A visible change needs
 /// a new event or a higher watermark, so versions strictly increase per
 /// citizen; and they depend only on the log, so an instance that rebuilds a
 /// partition from the log (after a crash, a rebalance or a rebuild) produces
@@ -255,10 +256,8 @@ pub(crate) fn step(
         let event_type = event.event_type;
         let citizen = event.citizen_key.clone();
         let record = citizens.entry(citizen.clone()).or_default();
-        if record.events.len() >= rules.max_events_per_citizen
-            && !record
-                .events
-                .contains(joinery_engine::citizen::identity(&event))
+        if record.events.revisions() >= rules.max_events_per_citizen
+            && !record.events.holds_version(&event)
         {
             out.refused.push((
                 source,
@@ -317,7 +316,7 @@ pub(crate) fn step(
             if !visible_change(previous, &eval) {
                 continue;
             }
-            let version = view_version(wm, record.events.len());
+            let version = view_version(wm, record.events.revisions());
             if previous.is_some_and(|p| p.version >= version) {
                 // Cannot happen: a visible change needs a new event or a higher watermark.
                 tracing::error!(citizen = %citizen, version, "view version did not increase; view not published");

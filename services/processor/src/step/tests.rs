@@ -494,7 +494,8 @@ fn events_past_a_citizens_cap_are_refused_and_others_are_untouched() {
 /// A random journey of up to three citizens, with duplicates: a pool of
 /// events, then the order they arrive in (any pool event, any number of
 /// times). About one event in four is future-dated: published 10 to 150
-/// days before the day it is dated.
+/// days before the day it is dated; some are corrections or retractions of
+/// earlier ones.
 fn journey() -> impl Strategy<Value = Vec<Arrival>> {
     let one = (0u8..3, 0u8..9, 0i64..500, 0u8..3, 0i64..60);
     proptest::collection::vec(one, 1..24).prop_flat_map(|pool| {
@@ -509,6 +510,26 @@ fn journey() -> impl Strategy<Value = Vec<Arrival>> {
                 a
             })
             .collect();
+        // About one event in six is a later version of an earlier one (same
+        // department and id, recorded later): a correction moved to this
+        // one's day, or, one time in two, a retraction.
+        let mut events = events;
+        for i in 1..events.len() {
+            let (_, _, _, _, early) = pool[i];
+            if early % 6 == 0 {
+                let original = events[i / 2].event.clone();
+                let mut v = original.clone();
+                v.occurred_at = events[i].event.occurred_at;
+                v.recorded_at = original.recorded_at + i as i64 * 60_000;
+                if early % 12 == 0 {
+                    v.fields.insert(
+                        joinery_domain::event::RETRACTED_FIELD.into(),
+                        FieldValue::Bool(true),
+                    );
+                }
+                events[i].event = v;
+            }
+        }
         let len = events.len();
         proptest::collection::vec(0..len, len..len * 2)
             .prop_map(move |order| order.into_iter().map(|i| events[i].clone()).collect())
