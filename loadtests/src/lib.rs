@@ -59,6 +59,7 @@ fn envelope(t: EventType, id: u128, key: &str, day: i64) -> Vec<(String, Value)>
                 Box::new(Value::String(format!("200{}-0{}", 1 + id % 8, 1 + id % 9))),
             ),
         ),
+        ("retracted".into(), Value::Boolean(false)),
     ]
 }
 
