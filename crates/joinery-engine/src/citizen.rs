@@ -45,7 +45,11 @@ pub fn identity(e: &Event) -> EventIdentity {
 impl CitizenEvents {
     /// Adds a version of an event. Returns false (and changes nothing) when
     /// this version (same department, event id and `recorded_at`) is
-    /// already held: a re-sent event is applied once.
+    /// already held: a re-sent event is applied once. Versions are ordered
+    /// by `recorded_at` alone, so that any arrival order gives the same
+    /// history: a retry stamped later is a new (identical) version. A
+    /// different version with a held version's `recorded_at` is not added
+    /// either: [`CitizenEvents::conflicts`] tells the caller to refuse it.
     pub fn insert(&mut self, event: Event) -> bool {
         let id = identity(&event);
         let key = (id, event.recorded_at);
@@ -91,6 +95,25 @@ impl CitizenEvents {
     /// order, gives back the same history.
     pub fn every_version(&self) -> impl Iterator<Item = &Event> {
         self.events.values().chain(self.versions.values().flatten())
+    }
+
+    /// The held version of `id` recorded at `recorded`.
+    fn version(&self, id: EventIdentity, recorded: Millis) -> Option<&Event> {
+        match self.versions.get(&(id, recorded))? {
+            Some(e) => Some(e),
+            None => self
+                .live
+                .get(&id)
+                .and_then(|occurred| self.events.get(&(*occurred, id.0, id.1))),
+        }
+    }
+
+    /// Whether a different version of `e` with the same `recorded_at` is
+    /// held: two versions stamped alike cannot be ordered, so the later
+    /// one to arrive must be refused (with its reason) rather than dropped.
+    pub fn conflicts(&self, e: &Event) -> bool {
+        self.version(identity(e), e.recorded_at)
+            .is_some_and(|held| held != e)
     }
 
     /// Whether this version of `e` (identity and `recorded_at`) is held.
@@ -309,6 +332,14 @@ mod tests {
             }
             seen = Some(c);
         }
+        // A different version stamped like a held one conflicts.
+        let mut c = CitizenEvents::default();
+        c.insert(corrected.clone());
+        let clash = Event {
+            occurred_at: 12,
+            ..corrected.clone()
+        };
+        assert!(c.conflicts(&clash) && !c.conflicts(&corrected));
         // Without the retraction, the correction counts (at its own time).
         let mut c = CitizenEvents::default();
         c.insert(corrected.clone());

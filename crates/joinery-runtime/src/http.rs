@@ -91,9 +91,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// 503 with `Retry-After` and closed.
 pub const MAX_CONNECTIONS: usize = 512;
 
-/// Most concurrent requests on one HTTP/2 connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 32;
-
 /// The limits a server holds clients to.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -150,15 +147,15 @@ pub async fn serve_with(
     tracing::info!(%addr, "listening");
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: protocol detection (for HTTP/2) waits for the first
+    // bytes with no timer, so a client that connects and sends nothing
+    // would hold its slot for ever. The header read timeout then covers a
+    // connection from its first byte, and every idle keep-alive.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     loop {
         let (mut stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -180,13 +177,24 @@ pub async fn serve_with(
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_byte = limits.header_read_timeout;
         tokio::spawn(async move {
+            // hyper's header timer starts at the first byte: a client that
+            // connects and sends nothing is dropped here.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             // A client that goes away or times out is no error of ours.
-            let _ = connection.await;
+            let _ = watcher.watch(connection).await;
             drop(permit);
         });
     }
@@ -299,13 +307,12 @@ mod tests {
             max_connections: 2,
         })
         .await;
-        // Two clients open connections and trickle half a request line.
-        let mut slow = Vec::new();
-        for _ in 0..2 {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET / HT").await.unwrap();
-            slow.push(s);
-        }
+        // One client opens a connection and sends nothing; another
+        // trickles half a request line.
+        let mut slow = vec![tokio::net::TcpStream::connect(addr).await.unwrap()];
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HT").await.unwrap();
+        slow.push(s);
         tokio::time::sleep(Duration::from_millis(100)).await;
         // A third is told to come back later, not left hanging.
         let refused = get_ok(addr).await;
@@ -317,10 +324,29 @@ mod tests {
             "{body}"
         );
         // The slow ones are closed once the header read timeout passes...
-        for s in &mut slow {
+        for (i, s) in slow.iter_mut().enumerate() {
+            let started = std::time::Instant::now();
             let answer = read_all(s).await;
             assert!(!answer.contains("200 OK"), "{answer}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "slow client {i} still connected after {:?}",
+                started.elapsed()
+            );
         }
+        // An idle keep-alive connection is closed too.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let answer = read_all(&mut idle).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "an idle keep-alive connection held for {:?}",
+            started.elapsed()
+        );
         // ... and a well-behaved client is served again.
         let served = get_ok(addr).await;
         assert!(served.starts_with("HTTP/1.1 200"), "{served}");

@@ -30,6 +30,9 @@ pub const SOURCE_TOPIC_HEADER: &str = "joinery.source.topic";
 pub const SOURCE_PARTITION_HEADER: &str = "joinery.source.partition";
 /// Dead-letter header: the record's offset in that partition.
 pub const SOURCE_OFFSET_HEADER: &str = "joinery.source.offset";
+/// Prefix of a dead letter's copy of each of the refused record's own
+/// headers (e.g. a control record's `joinery.control`), restored on replay.
+pub const ORIGINAL_HEADER_PREFIX: &str = "joinery.original.";
 /// Dead-letter header: the service that refused the record.
 pub const SERVICE_HEADER: &str = "joinery.service";
 

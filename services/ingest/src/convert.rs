@@ -7,7 +7,7 @@
 
 use apache_avro::schema::{RecordSchema, Schema};
 use apache_avro::types::Value;
-use joinery_domain::event::{check_event_time, MAX_TEXT_BYTES};
+use joinery_domain::event::{check_event_time, DEFAULT_MAX_CLOCK_SKEW, MAX_TEXT_BYTES};
 use joinery_domain::{AreaCode, EventType, IdentifierKind, Millis, Pseudonymiser, YearMonth};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -290,9 +290,15 @@ pub fn convert(
     }
     // Times that cannot be true. An event may be recorded ahead of its date
     // (an enrolment for next term): it counts from `occurred_at`.
-    for name in ["occurred_at", "recorded_at"] {
+    // `recorded_at` orders an event's versions: it may not lie ahead of
+    // receipt (beyond clock skew), or a version stamped ahead would outrank
+    // every genuine correction.
+    for (name, ahead) in [
+        ("occurred_at", horizon),
+        ("recorded_at", DEFAULT_MAX_CLOCK_SKEW),
+    ] {
         if let Some(t) = obj.get(name).and_then(Json::as_str).and_then(parse_time) {
-            if let Err(e) = check_event_time(t, now, horizon) {
+            if let Err(e) = check_event_time(t, now, ahead) {
                 errors.push(fe(name, format!("{} {e}", shown_time(t))));
             }
         }

@@ -17,8 +17,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use joinery_runtime::kafka::KafkaSettings;
 use joinery_wire::names::{
-    DEAD_LETTER_TOPIC, ERROR_HEADER, REASON_HEADER, SERVICE_HEADER, SOURCE_OFFSET_HEADER,
-    SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER,
+    DEAD_LETTER_TOPIC, ERROR_HEADER, ORIGINAL_HEADER_PREFIX, REASON_HEADER, SERVICE_HEADER,
+    SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -197,14 +197,29 @@ pub(crate) async fn run(kafka: &KafkaSettings, args: DeadLetterArgs) -> Result<(
                     continue;
                 }
                 let offset = d.offset.to_string();
-                let mut record = FutureRecord::to(topic).payload(&d.payload).headers(
-                    OwnedHeaders::new().insert(Header {
-                        key: REPLAYED_FROM_HEADER,
-                        value: Some(offset.as_str()),
-                    }),
-                );
+                // The record's own headers (a control record's kind), then
+                // where it was replayed from.
+                let mut headers = OwnedHeaders::new();
+                for (k, v) in &d.headers {
+                    if let Some(own) = k.strip_prefix(ORIGINAL_HEADER_PREFIX) {
+                        headers = headers.insert(Header {
+                            key: own,
+                            value: Some(v.as_str()),
+                        });
+                    }
+                }
+                let headers = headers.insert(Header {
+                    key: REPLAYED_FROM_HEADER,
+                    value: Some(offset.as_str()),
+                });
+                let mut record = FutureRecord::to(topic).payload(&d.payload).headers(headers);
                 if let Some(k) = &d.key {
                     record = record.key(k);
+                }
+                // Back to the partition it was read from: a record produced
+                // with another partitioner must meet its citizen's state.
+                if let Ok(p) = d.header(SOURCE_PARTITION_HEADER).parse::<i32>() {
+                    record = record.partition(p);
                 }
                 producer
                     .send(record, Duration::from_secs(30))

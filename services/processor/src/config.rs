@@ -9,6 +9,10 @@ use joinery_domain::Millis;
 use joinery_runtime::kafka::KafkaSettings;
 use joinery_store::StoreOptions;
 
+/// The largest `max_events_per_citizen` allowed (larger values are taken
+/// as this): a view's version counts a citizen's event versions in 21 bits.
+pub const MAX_EVENTS_PER_CITIZEN_LIMIT: usize = (1 << 21) - 1;
+
 /// Processor configuration.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {

@@ -51,6 +51,8 @@ pub(crate) struct Decoder<'s> {
     kafka: &'s KafkaSettings,
     /// How far ahead of its Kafka timestamp an event may be dated.
     horizon: Millis,
+    /// How far ahead of its Kafka timestamp an event may be recorded.
+    skew: Millis,
     /// One decoder per writer schema met in this batch.
     decoders: FxHashMap<*const Schema, ValueDecoder<'s>>,
 }
@@ -70,11 +72,13 @@ impl<'s> Decoder<'s> {
         catalog: &'s Catalog,
         kafka: &'s KafkaSettings,
         horizon: Millis,
+        skew: Millis,
     ) -> Decoder<'s> {
         Decoder {
             catalog,
             kafka,
             horizon,
+            skew,
             decoders: FxHashMap::default(),
         }
     }
@@ -87,11 +91,13 @@ impl<'s> Decoder<'s> {
         writer: &'s Arc<Schema>,
     ) -> Result<Arrival, DecodeError> {
         let event = self.decode(input, writer)?;
-        for (field, t) in [
-            ("occurred_at", event.occurred_at),
-            ("recorded_at", event.recorded_at),
+        // `recorded_at` orders an event's versions, so it may not lie ahead
+        // of the record's timestamp beyond clock skew.
+        for (field, t, ahead) in [
+            ("occurred_at", event.occurred_at, self.horizon),
+            ("recorded_at", event.recorded_at, self.skew),
         ] {
-            check_event_time(t, input.timestamp, self.horizon)
+            check_event_time(t, input.timestamp, ahead)
                 .map_err(|error| DecodeError::EventTime { field, error })?;
         }
         Ok(Arrival {

@@ -18,10 +18,15 @@ const DEFINITIONS_KEY: &[u8] = b"d/definitions";
 
 /// The description of the rules stored with the state. `v3`: event time
 /// is clamped to a record's Kafka timestamp plus the clock skew and events
-/// count from their date (state computed by `v2` rules is rebuilt).
+/// count from their date. `v4`: events are identified by department and
+/// id, and kept in every version (corrections, retractions). State
+/// computed by earlier rules is rebuilt. The event-time horizon and the
+/// per-citizen cap are not part of it: raising either lets dead letters be
+/// replayed into the same state; lowering one applies only to records read
+/// from then on (rebuild for it to apply to the whole log).
 fn description(config: &ProcessorConfig, missions: &[MissionDef]) -> String {
     format!(
-        "v3 allowed_lateness={} max_clock_skew={}\n{}",
+        "v4 allowed_lateness={} max_clock_skew={}\n{}",
         config.allowed_lateness,
         config.max_clock_skew,
         joinery_engine::fingerprint(missions)

@@ -55,6 +55,10 @@ pub(crate) struct Rules<'a> {
 /// Why the step refused an event (it becomes a dead letter).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Refusal {
+    /// Another version of the event with the same `recorded_at` is held:
+    /// the two cannot be ordered.
+    #[error("another version of this event (same department, event_id and recorded_at) is held; send a correction with a later recorded_at")]
+    ConflictingVersion,
     /// The citizen already has the most events one citizen may have.
     #[error("the citizen already has {cap} events, the most one citizen may have (max_events_per_citizen); a department sending this many for one identifier is likely sending other people's events under it")]
     CitizenEventCap {
@@ -68,6 +72,7 @@ impl Refusal {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             Refusal::CitizenEventCap { .. } => "citizen_event_cap",
+            Refusal::ConflictingVersion => "conflicting_version",
         }
     }
 }
@@ -256,6 +261,10 @@ pub(crate) fn step(
         let event_type = event.event_type;
         let citizen = event.citizen_key.clone();
         let record = citizens.entry(citizen.clone()).or_default();
+        if record.events.conflicts(&event) {
+            out.refused.push((source, Refusal::ConflictingVersion));
+            continue;
+        }
         if record.events.revisions() >= rules.max_events_per_citizen
             && !record.events.holds_version(&event)
         {

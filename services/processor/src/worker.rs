@@ -46,7 +46,10 @@ impl Processor {
             missions: &self.missions,
             allowed_lateness: self.config.allowed_lateness,
             max_clock_skew: self.config.max_clock_skew,
-            max_events_per_citizen: self.config.max_events_per_citizen,
+            max_events_per_citizen: self
+                .config
+                .max_events_per_citizen
+                .min(crate::config::MAX_EVENTS_PER_CITIZEN_LIMIT),
         }
     }
 
@@ -167,6 +170,7 @@ impl Processor {
             &self.catalog,
             &self.config.kafka,
             self.config.event_time_horizon,
+            self.config.max_clock_skew,
         );
         let mut arrivals = Vec::with_capacity(inputs.len());
         for (source, input) in inputs.iter().enumerate() {

@@ -11,7 +11,7 @@ use joinery_store::Store;
 use joinery_wire::codec::{decode_value, view_from_value, writer_schema};
 use joinery_wire::control::{Control, ControlKind, CONTROL_HEADER};
 use joinery_wire::framing::unframe;
-use joinery_wire::names::dead_letter_headers;
+use joinery_wire::names::{dead_letter_headers, ORIGINAL_HEADER_PREFIX};
 use joinery_wire::{Catalog, DecodeError, RegistryClient};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -77,7 +77,16 @@ impl DeadLetters {
         for (m, reason, error) in refused {
             tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason, error = %error, "dead-lettering view record");
             metrics.dead_letters.with_label_values(&[reason]).inc();
+            use rdkafka::message::Headers;
             let mut headers = rdkafka::message::OwnedHeaders::new();
+            if let Some(own) = m.headers() {
+                for h in own.iter() {
+                    headers = headers.insert(rdkafka::message::Header {
+                        key: &format!("{ORIGINAL_HEADER_PREFIX}{}", h.key),
+                        value: h.value,
+                    });
+                }
+            }
             for (k, v) in dead_letter_headers(
                 reason,
                 error,

@@ -245,7 +245,9 @@ impl ProcessorTable {
         config.allowed_lateness = self.allowed_lateness_days.saturating_mul(DAY_MS);
         config.max_clock_skew = self.max_clock_skew_seconds.saturating_mul(1000);
         config.event_time_horizon = self.event_time_horizon_days.saturating_mul(DAY_MS);
-        config.max_events_per_citizen = self.max_events_per_citizen.max(1);
+        config.max_events_per_citizen = self
+            .max_events_per_citizen
+            .clamp(1, joinery_processor::MAX_EVENTS_PER_CITIZEN_LIMIT);
     }
 
     /// The config of a rebuild of `mission` beside the live processor: the

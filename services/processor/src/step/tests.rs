@@ -491,6 +491,23 @@ fn events_past_a_citizens_cap_are_refused_and_others_are_untouched() {
     assert_eq!(again.counts.by_type.values().sum::<u64>(), 1);
 }
 
+#[test]
+fn a_different_version_stamped_like_a_held_one_is_refused() {
+    let defs = missions();
+    let rules = rules(&defs);
+    let mut p = Memory::default();
+    let original = any_event(1, 7, 0, 10, 1);
+    p.apply(&rules, vec![original.clone()]);
+    let mut clash = original.clone();
+    clash.event.occurred_at += DAY_MS;
+    clash.source = 4;
+    let out = p.apply(&rules, vec![clash, original]);
+    assert_eq!(out.refused.len(), 1);
+    assert_eq!(out.refused[0].0, 4);
+    assert_eq!(out.refused[0].1.reason(), "conflicting_version");
+    assert_eq!(p.citizens[&citizen(1)].events.revisions(), 1);
+}
+
 /// A random journey of up to three citizens, with duplicates: a pool of
 /// events, then the order they arrive in (any pool event, any number of
 /// times). About one event in four is future-dated: published 10 to 150
