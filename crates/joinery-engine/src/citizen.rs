@@ -29,12 +29,12 @@ pub type EventIdentity = (Department, EventId);
 pub struct CitizenEvents {
     /// The version that counts of every event not retracted.
     events: BTreeMap<(Millis, Department, EventId), Event>,
-    /// Every version accepted, by identity and `recorded_at`: `None` for the
-    /// one in `events`, the event itself for a superseded version or a
-    /// retraction.
-    versions: BTreeMap<(EventIdentity, Millis), Option<Event>>,
     /// The event time of each identity's version in `events`.
     live: BTreeMap<EventIdentity, Millis>,
+    /// The other versions, by identity and `recorded_at`: superseded
+    /// versions and retractions. Empty for almost every citizen, so that
+    /// reading a record costs no more than before versions were kept.
+    history: BTreeMap<(EventIdentity, Millis), Event>,
 }
 
 /// The identity of `e`.
@@ -52,60 +52,63 @@ impl CitizenEvents {
     /// either: [`CitizenEvents::conflicts`] tells the caller to refuse it.
     pub fn insert(&mut self, event: Event) -> bool {
         let id = identity(&event);
-        let key = (id, event.recorded_at);
-        if self.versions.contains_key(&key) {
+        if self.version(id, event.recorded_at).is_some() {
             return false;
         }
-        let current = self
-            .versions
+        let live = self.live_version(id).map(|e| e.recorded_at);
+        let latest_other = self
+            .history
             .range((id, Millis::MIN)..=(id, Millis::MAX))
             .next_back()
             .map(|((_, recorded), _)| *recorded);
+        let current = live.max(latest_other);
         if current.is_some_and(|c| c > event.recorded_at) {
             // An older version arriving late: kept, counts in nothing.
-            self.versions.insert(key, Some(event));
+            self.history.insert((id, event.recorded_at), event);
             return true;
         }
         if let Some(occurred) = self.live.remove(&id) {
-            let old = self.events.remove(&(occurred, id.0, id.1));
-            if let Some(slot) = current.and_then(|c| self.versions.get_mut(&(id, c))) {
-                *slot = old;
+            if let Some(old) = self.events.remove(&(occurred, id.0, id.1)) {
+                self.history.insert((id, old.recorded_at), old);
             }
         }
         if event.is_retraction() {
-            self.versions.insert(key, Some(event));
+            self.history.insert((id, event.recorded_at), event);
         } else {
             self.live.insert(id, event.occurred_at);
             self.events.insert((event.occurred_at, id.0, id.1), event);
-            self.versions.insert(key, None);
         }
         true
     }
 
+    /// The version of `id` that counts, if it is not retracted.
+    fn live_version(&self, id: EventIdentity) -> Option<&Event> {
+        let occurred = self.live.get(&id)?;
+        self.events.get(&(*occurred, id.0, id.1))
+    }
+
     /// Whether any version of the event with this identity is held.
     pub fn contains(&self, id: EventIdentity) -> bool {
-        self.versions
-            .range((id, Millis::MIN)..=(id, Millis::MAX))
-            .next()
-            .is_some()
+        self.live.contains_key(&id)
+            || self
+                .history
+                .range((id, Millis::MIN)..=(id, Millis::MAX))
+                .next()
+                .is_some()
     }
 
     /// Every version held, to store: the events that count, then the
     /// superseded versions and retractions. Inserting them again, in any
     /// order, gives back the same history.
     pub fn every_version(&self) -> impl Iterator<Item = &Event> {
-        self.events.values().chain(self.versions.values().flatten())
+        self.events.values().chain(self.history.values())
     }
 
     /// The held version of `id` recorded at `recorded`.
     fn version(&self, id: EventIdentity, recorded: Millis) -> Option<&Event> {
-        match self.versions.get(&(id, recorded))? {
-            Some(e) => Some(e),
-            None => self
-                .live
-                .get(&id)
-                .and_then(|occurred| self.events.get(&(*occurred, id.0, id.1))),
-        }
+        self.live_version(id)
+            .filter(|e| e.recorded_at == recorded)
+            .or_else(|| self.history.get(&(id, recorded)))
     }
 
     /// Whether a different version of `e` with the same `recorded_at` is
@@ -118,13 +121,13 @@ impl CitizenEvents {
 
     /// Whether this version of `e` (identity and `recorded_at`) is held.
     pub fn holds_version(&self, e: &Event) -> bool {
-        self.versions.contains_key(&(identity(e), e.recorded_at))
+        self.version(identity(e), e.recorded_at).is_some()
     }
 
     /// How many versions have been accepted: grows with every insert that
     /// returns true, so it versions what the citizen's views are built on.
     pub fn revisions(&self) -> usize {
-        self.versions.len()
+        self.events.len() + self.history.len()
     }
 
     /// All events in event-time order.
@@ -186,7 +189,7 @@ impl From<CitizenEvents> for Vec<Event> {
     fn from(c: CitizenEvents) -> Self {
         c.events
             .into_values()
-            .chain(c.versions.into_values().flatten())
+            .chain(c.history.into_values())
             .collect()
     }
 }
