@@ -95,24 +95,33 @@ fn truncated_avro_is_a_named_error() {
     assert_eq!(err.reason(), "corrupt_avro");
 }
 
+/// A DfE event's Avro record as a direct producer might write it: a valid
+/// envelope, then `rest`.
+fn dfe_record(rest: Vec<(String, Value)>) -> Value {
+    let mut fields = vec![
+        (
+            "event_id".into(),
+            Value::String("5b0f5c1e-8d2b-4c4e-9a51-0d6c3b8f2a10".into()),
+        ),
+        (
+            "occurred_at".into(),
+            Value::TimestampMillis(1_700_000_000_000),
+        ),
+        (
+            "recorded_at".into(),
+            Value::TimestampMillis(1_700_000_000_000),
+        ),
+        ("citizen_key".into(), Value::String("ab".repeat(32))),
+        ("department".into(), Value::Enum(0, "dfe".into())),
+    ];
+    fields.extend(rest);
+    Value::Record(fields)
+}
+
 #[test]
 fn a_direct_producers_bad_area_code_or_birth_month_is_the_records_fault() {
     let record = |area: &str, birth: &str| {
-        Value::Record(vec![
-            (
-                "event_id".into(),
-                Value::String("5b0f5c1e-8d2b-4c4e-9a51-0d6c3b8f2a10".into()),
-            ),
-            (
-                "occurred_at".into(),
-                Value::TimestampMillis(1_700_000_000_000),
-            ),
-            (
-                "recorded_at".into(),
-                Value::TimestampMillis(1_700_000_000_000),
-            ),
-            ("citizen_key".into(), Value::String("ab".repeat(32))),
-            ("department".into(), Value::Enum(0, "dfe".into())),
+        dfe_record(vec![
             (
                 "area_code".into(),
                 Value::Union(1, Box::new(Value::String(area.into()))),
@@ -146,25 +155,7 @@ fn a_direct_producers_bad_area_code_or_birth_month_is_the_records_fault() {
 
 #[test]
 fn a_direct_producers_oversized_text_field_is_the_records_fault() {
-    let record = |urn: &str| {
-        Value::Record(vec![
-            (
-                "event_id".into(),
-                Value::String("5b0f5c1e-8d2b-4c4e-9a51-0d6c3b8f2a10".into()),
-            ),
-            (
-                "occurred_at".into(),
-                Value::TimestampMillis(1_700_000_000_000),
-            ),
-            (
-                "recorded_at".into(),
-                Value::TimestampMillis(1_700_000_000_000),
-            ),
-            ("citizen_key".into(), Value::String("ab".repeat(32))),
-            ("department".into(), Value::Enum(0, "dfe".into())),
-            ("provider_urn".into(), Value::String(urn.into())),
-        ])
-    };
+    let record = |urn: &str| dfe_record(vec![("provider_urn".into(), Value::String(urn.into()))]);
     assert!(event_from_value(EventType::EducationExited, record(&"1".repeat(256))).is_ok());
     let err = event_from_value(EventType::EducationExited, record(&"1".repeat(600_000)))
         .expect_err("too long");
