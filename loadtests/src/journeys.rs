@@ -777,13 +777,15 @@ impl Facts {
         Some((area, !busy))
     }
 
-    /// An occurrence in [from, from + days] at watermark `wm`.
+    /// An occurrence in [from, from + days] at watermark `wm`: achieved
+    /// once the watermark has reached it (final), pending before.
     fn occurs(times: &[i64], from: i64, days: i64, wm: i64) -> Status {
         match times
             .iter()
             .filter(|t| **t >= from && **t <= from + days)
             .min()
         {
+            Some(t) if *t > wm => Status::Pending,
             Some(t) => Status::Achieved(t - from),
             None if wm >= from + days => Status::NotAchieved,
             None => Status::Pending,
@@ -836,11 +838,14 @@ impl Facts {
                     continue;
                 }
             }
-            achieved = Some(s - exit);
+            achieved = Some((s - exit, sustained));
             break;
         }
         let status = match achieved {
-            Some(d) => Status::Achieved(d),
+            // Kept 90 days from a day the watermark has not reached: not
+            // final yet.
+            Some((_, sustained)) if sustained > wm => Status::Pending,
+            Some((d, _)) => Status::Achieved(d),
             None if wm >= exit + 180 && !open => Status::NotAchieved,
             None => Status::Pending,
         };
@@ -989,6 +994,12 @@ mod tests {
         // Open job, 90 days not yet reached at the watermark: pending.
         assert_eq!(f.opportunity(200).unwrap().1[0].1, Status::Pending);
         assert_eq!(f.opportunity(240).unwrap().1[0].1, Status::Achieved(50));
+        // Ended after the 90 days, but the watermark is short of the 90th
+        // day: pending, then achieved once it gets there.
+        let mut kept = f.clone();
+        kept.job_ends.push((300, "j".into()));
+        assert_eq!(kept.opportunity(200).unwrap().1[0].1, Status::Pending);
+        assert_eq!(kept.opportunity(240).unwrap().1[0].1, Status::Achieved(50));
         // Ended after 30 days: not achieved once the window has closed.
         f.job_ends.push((180, "j".into()));
         assert_eq!(f.opportunity(279).unwrap().1[0].1, Status::Pending);

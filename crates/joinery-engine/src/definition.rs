@@ -4,10 +4,10 @@
 //! compiled into [`MissionDef`]s the engine evaluates. An invalid definition
 //! is refused at load with the file, line and reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use joinery_domain::{EventType, FieldValue, MissionId, OutcomeId};
+use joinery_domain::{Department, EventType, FieldValue, MissionId, OutcomeId};
 use serde::Serialize;
 
 /// Why the definitions could not be loaded.
@@ -92,6 +92,16 @@ impl Capability {
     fn is_measure(&self) -> bool {
         matches!(self, Capability::Count(_) | Capability::Duration { .. })
     }
+
+    /// The event types it reads.
+    pub fn event_types(&self) -> Vec<EventType> {
+        match self {
+            Capability::First(f) | Capability::Last(f) | Capability::Count(f) => vec![f.event],
+            Capability::Interval { start, end, .. } | Capability::Duration { start, end, .. } => {
+                vec![start.event, end.event]
+            }
+        }
+    }
 }
 
 /// A cohort requirement on a count or duration capability, read at the anchor.
@@ -172,6 +182,19 @@ pub struct MissionDef {
     pub snapshots: Vec<Snapshot>,
     /// The capabilities it uses, by name.
     pub capabilities: BTreeMap<String, Capability>,
+}
+
+impl MissionDef {
+    /// The departments whose events the mission's capabilities read: a
+    /// status it reports is final once no data within every one of these
+    /// departments' allowed lateness can change it.
+    pub fn departments(&self) -> BTreeSet<Department> {
+        self.capabilities
+            .values()
+            .flat_map(Capability::event_types)
+            .map(EventType::department)
+            .collect()
+    }
 }
 
 mod parse;

@@ -9,9 +9,14 @@
 //!   starting in the window (lasting `sustained_days`, when set: ended at
 //!   least that long after it started, or still open with the watermark
 //!   past that point).
-//! - Not achieved once the watermark has passed the window's end and
-//!   nothing in it can still qualify; pending otherwise, with the deadline
-//!   at which the watermark alone could decide it.
+//! - A status is reported decided (final) only when it was decided at or
+//!   before the watermark: achieved once the watermark has reached the
+//!   moment it was achieved (an achievement after the watermark may still
+//!   be undone by data within the allowed lateness, say an earlier end of
+//!   the job reported late, and is pending until then); not achieved once
+//!   the watermark has passed the window's end and nothing in it can still
+//!   qualify. Pending otherwise, with the deadline at which the watermark
+//!   alone could decide it.
 //! - A snapshot is read at the watermark, for every citizen whatever the
 //!   cohort: in its population when some event of theirs has happened by
 //!   the watermark and their age then is in range (unknown age is outside);
@@ -273,6 +278,10 @@ impl MissionDef {
             }
         }
         let (status, decided_at, duration_days, deadline) = match achieved {
+            // Achieved after the watermark: not final yet.
+            Some((_, decided)) if decided > watermark => {
+                (OutcomeState::Pending, None, None, Some(decided))
+            }
             Some((at, decided)) => (
                 OutcomeState::Achieved,
                 Some(decided),

@@ -68,7 +68,11 @@ metrics! {
     /// Idle time.
     PROCESSOR_IDLE = "joinery_processor_idle_seconds_total", "Time spent waiting for the first record of a batch", [];
     /// Watermarks.
-    PROCESSOR_WATERMARK = "joinery_processor_watermark_seconds", "Event-time watermark of each partition (Unix seconds)", ["partition"];
+    PROCESSOR_WATERMARK = "joinery_processor_watermark_seconds", "Watermark of each mission in each partition: the event time its statuses are final up to (Unix seconds)", ["partition", "mission"];
+    /// Late events.
+    PROCESSOR_LATE_EVENTS = "joinery_processor_late_events_total", "Events applied after their department's allowed lateness had passed (they may revise figures already reported final), by department", ["department"];
+    /// Revisions of final statuses.
+    PROCESSOR_FINAL_REVISIONS = "joinery_processor_final_revisions_total", "Views that changed an outcome status already reported final (late data, corrections, retractions), by mission", ["mission"];
     /// Rebalances.
     PROCESSOR_REBALANCES = "joinery_processor_rebalances_total", "Consumer group rebalances, by kind (assigned, revoked, failed)", ["kind"];
     /// State size.

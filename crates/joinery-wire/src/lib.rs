@@ -16,6 +16,7 @@
 //! - [`registry`]: HTTP client for the registry REST API, with an id cache.
 //! - [`codec`]: Avro values to and from domain events and mission views.
 //! - [`control`]: the control records a rebuild writes on a view topic.
+//! - [`watermark`]: the watermark records the processor writes there.
 //! - [`names`]: topic and header names, in one place.
 //!
 //! [`Event`]: joinery_domain::Event
@@ -26,6 +27,7 @@ pub mod control;
 pub mod framing;
 pub mod names;
 pub mod registry;
+pub mod watermark;
 
 pub use catalog::Catalog;
 pub use codec::DecodeError;

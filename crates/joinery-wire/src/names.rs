@@ -16,9 +16,16 @@ pub const DEAD_LETTER_TOPIC: &str = "joinery.deadletter";
 /// The compacted topic holding every registered schema.
 pub const SCHEMAS_TOPIC: &str = "_joinery_schemas";
 
-/// Header naming a control record's kind (`reset` or `complete`) on a view
-/// topic; see [`crate::control`].
+/// Header naming a control record's kind on a view topic: a rebuild's
+/// `reset` or `complete` ([`crate::control`]), or a `watermark`
+/// ([`crate::watermark`]).
 pub const CONTROL_HEADER: &str = "joinery.control";
+
+/// Header of a watermark record naming its mission; see [`crate::watermark`].
+pub const MISSION_HEADER: &str = "joinery.mission";
+/// Header of a watermark record holding its watermark (ms since the epoch,
+/// decimal); see [`crate::watermark`].
+pub const WATERMARK_HEADER: &str = "joinery.watermark";
 
 /// Dead-letter header: a short, stable reason code (`corrupt_avro`, ...).
 pub const REASON_HEADER: &str = "joinery.reason";

@@ -22,44 +22,51 @@ use rand::{Rng, SeedableRng};
 use rdkafka::producer::FutureProducer;
 
 fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
-    spawn_instance(stack, name, listen, name)
+    let group = format!("{}crash-{name}", stack.kafka.namespace);
+    spawn_instance(stack, name, listen, name, &group)
 }
 
-/// Starts a service process; `instance` names its data directory and log.
-fn spawn_instance(stack: &Stack, name: &str, listen: &str, instance: &str) -> Result<Child> {
-    let log = std::fs::OpenOptions::new()
+/// The trial's log file `name.log`, appended to.
+fn log_file(stack: &Stack, name: &str) -> Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(stack.dir.path().join(format!("{instance}.log")))?;
-    Ok(Command::new(env!("CARGO_BIN_EXE_joinery"))
-        .arg(name)
+        .open(stack.dir.path().join(format!("{name}.log")))?)
+}
+
+/// `joinery <args>` against the stack's broker, registry and missions.
+fn joinery(stack: &Stack, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_joinery"));
+    c.args(args)
         .env("JOINERY_KAFKA_BROKERS", &stack.kafka.brokers)
         .env("JOINERY_TOPIC_NAMESPACE", &stack.kafka.namespace)
         .env("JOINERY_PARTITIONS", stack.kafka.partitions.to_string())
         .env("JOINERY_REGISTRY_URL", &stack.registry_url)
-        .env("JOINERY_PROCESSOR_LISTEN", listen)
-        .env("JOINERY_PROJECTIONS_LISTEN", listen)
-        .env(
-            "JOINERY_PROCESSOR_DATA_DIR",
-            stack.dir.path().join(format!("{instance}-data")),
-        )
-        .env(
-            "JOINERY_PROJECTIONS_DATA_DIR",
-            stack.dir.path().join("proj-data"),
-        )
-        .env(
-            "JOINERY_PROCESSOR_GROUP",
-            format!("{}crash-processor", stack.kafka.namespace),
-        )
-        .env(
-            "JOINERY_PROJECTIONS_GROUP",
-            format!("{}crash-projections", stack.kafka.namespace),
-        )
         .env("JOINERY_TOKENS_FILE", &stack.tokens)
         .env("JOINERY_MISSIONS_DIR", missions_dir())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// Starts a service process; `instance` names its data directory and log,
+/// `group` its consumer group.
+fn spawn_instance(
+    stack: &Stack,
+    name: &str,
+    listen: &str,
+    instance: &str,
+    group: &str,
+) -> Result<Child> {
+    let data = stack.dir.path().join(format!("{instance}-data"));
+    Ok(joinery(stack, &[name])
+        .env("JOINERY_PROCESSOR_LISTEN", listen)
+        .env("JOINERY_PROJECTIONS_LISTEN", listen)
+        .env("JOINERY_PROCESSOR_DATA_DIR", &data)
+        .env("JOINERY_PROJECTIONS_DATA_DIR", &data)
+        .env("JOINERY_PROCESSOR_GROUP", group)
+        .env("JOINERY_PROJECTIONS_GROUP", group)
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(log_file(stack, instance)?)
         .spawn()?)
 }
 
@@ -167,11 +174,15 @@ async fn assert_equals_clean_replay(
     for Record {
         key,
         value: payload,
+        headers,
         ..
     } in read_topic(
         &stack.kafka,
         &stack.kafka.topic("joinery.views.opportunity"),
     )? {
+        if headers.iter().any(|(k, _)| k == "joinery.control") {
+            continue;
+        }
         let (id, body) = unframe(&payload)?;
         let writer = registry.schema(id).await?;
         let view = view_from_value(decode_value(&writer, catalog.view_schema(), body)?)?;
@@ -239,52 +250,451 @@ impl Processes {
     }
 }
 
-/// The two tests below kill processes and time rebalances; run side by side
+/// The tests below kill processes and time rebalances; run side by side
 /// on a small machine they starve each other's processes (a rebalance seen
 /// late failed the second once in eleven runs), so they take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The crash campaign: many seeded trials, each a fresh namespace with an
+/// unseen generated workload (every mission) published through the
+/// gateway while processor and projections processes are SIGKILLed at
+/// random moments: during the load and the catch-up, right after a restart
+/// (the outbox flush, restores), with a processor's state lost (a restore
+/// from the log), with a second processor instance (rebalances), and with a
+/// rebuild killed midway and run again. After each trial, every mission's
+/// figures (headline, by area, by cohort month, by area over a range of
+/// months) and watermark must equal those of a clean projections instance
+/// over the same views, every citizen's newest view must equal the
+/// engine's clean evaluation of the log, and the watermark must equal the
+/// one the log alone gives.
+///
+/// `JOINERY_CRASH_TRIALS` (default 3) trials run, from seed
+/// `JOINERY_CRASH_SEED` (default: random, printed); a failing trial names
+/// its seed, and rerunning with it and one trial repeats it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkilled_processor_and_projections_end_equal_to_a_clean_replay() -> Result<()> {
+async fn crash_campaign_ends_every_trial_equal_to_a_clean_replay() -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Processes {
-        mut stack,
-        registry,
-        catalog,
-        ids,
-        producer,
-    } = Processes::start("crash").await?;
-    let records = joinery_loadtests::education_journeys(1500, 7, PSEUDONYM_KEY)?;
-    let (proc_addr, proj_addr) = (free_addr()?, free_addr()?);
-    stack.projections_url = format!("http://{proj_addr}");
-    let mut processor = spawn_service(&stack, "processor", &proc_addr)?;
-    let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
+    let trials: u64 = std::env::var("JOINERY_CRASH_TRIALS")
+        .ok()
+        .map(|t| t.parse())
+        .transpose()
+        .context("JOINERY_CRASH_TRIALS")?
+        .unwrap_or(3);
+    let first: u64 = match std::env::var("JOINERY_CRASH_SEED") {
+        Ok(s) => s.parse().context("JOINERY_CRASH_SEED")?,
+        Err(_) => rand::rng().random_range(0..1_000_000),
+    };
+    eprintln!("crash campaign: {trials} trials from seed {first} (JOINERY_CRASH_SEED={first} JOINERY_CRASH_TRIALS={trials} repeats it)");
+    let started = Instant::now();
+    let mut total = Kills::default();
+    for seed in first..first + trials {
+        let t = Instant::now();
+        let kills = trial(seed)
+            .await
+            .with_context(|| format!("crash campaign trial with seed {seed} (rerun: JOINERY_CRASH_SEED={seed} JOINERY_CRASH_TRIALS=1)"))?;
+        eprintln!(
+            "crash campaign: trial {seed} passed in {:.1} s: {kills:?}",
+            t.elapsed().as_secs_f64()
+        );
+        total.add(&kills);
+    }
+    eprintln!(
+        "crash campaign: {trials} of {trials} trials passed in {:.0} s: {total:?}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
-    let mut rng = StdRng::seed_from_u64(99);
-    let chunks: Vec<_> = records.chunks(records.len() / 6 + 1).collect();
-    for (i, chunk) in chunks.iter().enumerate() {
-        joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunk).await?;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
-        if i % 2 == 0 {
-            sigkill(&mut processor)?;
-            processor = spawn_service(&stack, "processor", &proc_addr)?;
+/// What the campaign did to the services.
+#[derive(Debug, Default, Clone)]
+struct Kills {
+    /// Events published.
+    events: usize,
+    /// Trials with a second processor instance (rebalances).
+    two_processors: u32,
+    /// Processor processes SIGKILLed.
+    processor: u32,
+    /// Projections processes SIGKILLed.
+    projections: u32,
+    /// Kills right after a restart: during the outbox flush or a restore.
+    during_start: u32,
+    /// Processors whose state was deleted as well: restored from the log.
+    state_lost: u32,
+    /// Rebuilds SIGKILLed midway (then run again to the end).
+    rebuilds_killed: u32,
+}
+
+impl Kills {
+    fn add(&mut self, o: &Kills) {
+        self.events += o.events;
+        self.two_processors += o.two_processors;
+        self.processor += o.processor;
+        self.projections += o.projections;
+        self.during_start += o.during_start;
+        self.state_lost += o.state_lost;
+        self.rebuilds_killed += o.rebuilds_killed;
+    }
+}
+
+/// A service process the campaign kills and starts again.
+struct Proc {
+    child: Child,
+    service: &'static str,
+    listen: String,
+    instance: String,
+    group: String,
+}
+
+impl Proc {
+    fn spawn(stack: &Stack, service: &'static str, instance: &str, group: &str) -> Result<Proc> {
+        let listen = free_addr()?;
+        Ok(Proc {
+            child: spawn_instance(stack, service, &listen, instance, group)?,
+            service,
+            listen,
+            instance: instance.to_owned(),
+            group: group.to_owned(),
+        })
+    }
+
+    fn kill(&mut self) -> Result<()> {
+        sigkill(&mut self.child)
+    }
+
+    fn restart(&mut self, stack: &Stack) -> Result<()> {
+        self.child = spawn_instance(
+            stack,
+            self.service,
+            &self.listen,
+            &self.instance,
+            &self.group,
+        )?;
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+}
+
+/// Milliseconds to wait, from the trial's generator.
+async fn pause(rng: &mut StdRng, ms: std::ops::Range<u64>) {
+    tokio::time::sleep(Duration::from_millis(rng.random_range(ms))).await;
+}
+
+/// Kills `p` (deleting its state when `lose_state`), starts it again after
+/// a moment, and one time in three kills it again right after the start.
+async fn kill_and_restart(
+    stack: &Stack,
+    p: &mut Proc,
+    rng: &mut StdRng,
+    kills: &mut Kills,
+    lose_state: bool,
+) -> Result<()> {
+    let service = p.service;
+    let count = move |k: &mut Kills| match service {
+        "processor" => k.processor += 1,
+        _ => k.projections += 1,
+    };
+    p.kill()?;
+    count(kills);
+    if lose_state {
+        std::fs::remove_dir_all(stack.dir.path().join(format!("{}-data", p.instance)))?;
+        kills.state_lost += 1;
+    }
+    pause(rng, 0..400).await;
+    p.restart(stack)?;
+    if rng.random_bool(0.33) {
+        pause(rng, 30..700).await;
+        p.kill()?;
+        count(kills);
+        kills.during_start += 1;
+        p.restart(stack)?;
+    }
+    Ok(())
+}
+
+/// One trial of the campaign; see [`crash_campaign_ends_every_trial_equal_to_a_clean_replay`].
+async fn trial(seed: u64) -> Result<Kills> {
+    let Processes { mut stack, .. } = Processes::start(&format!("campaign{seed}")).await?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let population = joinery_loadtests::journeys::Population::generate(
+        joinery_loadtests::journeys::GeneratorConfig::new(2500, seed),
+    );
+    let mut kills = Kills {
+        events: population.events.len(),
+        ..Kills::default()
+    };
+    let ns = stack.kafka.namespace.clone();
+    let mut processors = vec![Proc::spawn(
+        &stack,
+        "processor",
+        "processor-a",
+        &format!("{ns}crash-processor"),
+    )?];
+    if rng.random_bool(0.4) {
+        processors.push(Proc::spawn(
+            &stack,
+            "processor",
+            "processor-b",
+            &format!("{ns}crash-processor"),
+        )?);
+        kills.two_processors += 1;
+    }
+    let mut projections = Proc::spawn(
+        &stack,
+        "projections",
+        "projections",
+        &format!("{ns}crash-projections"),
+    )?;
+    stack.projections_url = projections.url();
+
+    // The load, in eight slices, a kill after each.
+    for slice in population.events.chunks(population.events.len() / 8 + 1) {
+        publish_events(&stack, slice).await?;
+        pause(&mut rng, 0..1200).await;
+        if rng.random_bool(0.6) {
+            let i = rng.random_range(0..processors.len());
+            let lose_state = rng.random_bool(0.15);
+            kill_and_restart(&stack, &mut processors[i], &mut rng, &mut kills, lose_state).await?;
         } else {
-            sigkill(&mut projections)?;
-            projections = spawn_service(&stack, "projections", &proj_addr)?;
+            kill_and_restart(&stack, &mut projections, &mut rng, &mut kills, false).await?;
         }
     }
-    // One more kill of each while they catch up.
-    tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
-    sigkill(&mut processor)?;
-    sigkill(&mut projections)?;
-    processor = spawn_service(&stack, "processor", &proc_addr)?;
-    projections = spawn_service(&stack, "projections", &proj_addr)?;
+    // Everything once more while they catch up.
+    pause(&mut rng, 0..800).await;
+    for p in processors.iter_mut().chain([&mut projections]) {
+        kill_and_restart(&stack, p, &mut rng, &mut kills, false).await?;
+    }
+    // One trial in four: a rebuild of a mission, killed midway, then run
+    // again to the end.
+    if rng.random_bool(0.25) {
+        let mission = ["opportunity", "health_and_work", "safer_streets"][rng.random_range(0..3)];
+        let mut rebuild = joinery(&stack, &["rebuild", mission])
+            .stdout(Stdio::null())
+            .stderr(log_file(&stack, "rebuild")?)
+            .spawn()?;
+        pause(&mut rng, 300..4000).await;
+        sigkill(&mut rebuild)?;
+        kills.rebuilds_killed += 1;
+        let mut again = joinery(&stack, &["rebuild", mission])
+            .stdout(Stdio::null())
+            .stderr(log_file(&stack, "rebuild")?)
+            .spawn()?;
+        let status = tokio::task::spawn_blocking(move || again.wait()).await??;
+        anyhow::ensure!(
+            status.success(),
+            "the rebuild of {mission} failed: {status}"
+        );
+    }
 
-    assert_equals_clean_replay(&stack, &registry, &catalog).await?;
+    let result = assert_every_figure_equals_a_clean_replay(&stack).await;
+    for p in processors.iter_mut().chain([&mut projections]) {
+        p.kill()?;
+    }
+    if let Err(e) = result {
+        let kept = stack.dir.keep();
+        bail!(
+            "{e:#}; the trial's logs and figures are kept in {}",
+            kept.display()
+        );
+    }
+    stack.shutdown().await?;
+    Ok(kills)
+}
 
-    sigkill(&mut processor)?;
-    sigkill(&mut projections)?;
-    stack.shutdown().await
+/// Every figure the API serves an operator for `mission`: the headline, by
+/// area, by cohort month, and by area over a range of cohort months; the
+/// wall-clock `updated_at` left out.
+async fn figures(http: &reqwest::Client, base: &str, mission: &str) -> Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for q in [
+        "",
+        "?group_by=area",
+        "?group_by=cohort_month",
+        "?group_by=area&from=2023-07&to=2024-06",
+    ] {
+        let r = http
+            .get(format!("{base}/v1/missions/{mission}/metrics{q}"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 200, "{mission}{q}: {}", r.status());
+        let mut v: serde_json::Value = r.json().await?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("updated_at");
+        }
+        out.insert(q.to_owned(), v);
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// `v` as path → value lines, for a difference a person can read.
+fn flatten(v: &serde_json::Value, path: String, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                flatten(v, format!("{path}/{k}"), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                flatten(v, format!("{path}/{i}"), out);
+            }
+        }
+        other => {
+            out.insert(path, other.to_string());
+        }
+    }
+}
+
+/// Every path where `a` and `b` differ, with both values.
+fn differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
+    flatten(a, String::new(), &mut fa);
+    flatten(b, String::new(), &mut fb);
+    let paths: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|p| fa.get(*p) != fb.get(*p))
+        .map(|p| format!("{p}: {:?} vs {:?}", fa.get(p), fb.get(p)))
+        .collect()
+}
+
+/// After a trial: waits until, for every mission, the killed projections'
+/// figures equal those of a clean projections instance reading the same
+/// view topics from the beginning, and both watermarks equal the one the
+/// log gives (each partition's event time less the mission's lateness, the
+/// least over partitions); then checks every citizen's newest view of every
+/// mission against the engine's clean evaluation of the log. On a timeout,
+/// prints every difference and writes both sides' figures to the trial's
+/// directory.
+async fn assert_every_figure_equals_a_clean_replay(stack: &Stack) -> Result<()> {
+    let missions = joinery_engine::load_missions(&missions_dir())?;
+    let clean_replay = replay_all(stack, &missions).await?;
+    let mut clean = Proc::spawn(
+        stack,
+        "projections",
+        "projections-clean",
+        &format!("{}crash-projections-clean", stack.kafka.namespace),
+    )?;
+    let http = reqwest::Client::new();
+    let killed_url = stack.projections_url.clone();
+    let clean_url = clean.url();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last: Vec<String>;
+    loop {
+        last = Vec::new();
+        for m in &missions {
+            let id = m.id.as_str();
+            let (killed, fresh) = match (
+                figures(&http, &killed_url, id).await,
+                figures(&http, &clean_url, id).await,
+            ) {
+                (Ok(a), Ok(b)) => (a, b),
+                (a, b) => {
+                    last.push(format!(
+                        "{id}: not answering yet ({:?}, {:?})",
+                        a.err(),
+                        b.err()
+                    ));
+                    continue;
+                }
+            };
+            for d in differences(&killed, &fresh) {
+                last.push(format!("{id} killed vs clean {d}"));
+            }
+            let want = chrono::DateTime::from_timestamp_millis(clean_replay.watermarks[id])
+                .context("a watermark in range")?;
+            let got = killed[""]["watermark"]
+                .as_str()
+                .and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok());
+            if got.map(|g| g.timestamp_millis()) != Some(want.timestamp_millis()) {
+                last.push(format!("{id} watermark {got:?}, the log gives {want}"));
+            }
+            if Instant::now() > deadline {
+                std::fs::write(
+                    stack.dir.path().join(format!("{id}-killed.json")),
+                    serde_json::to_vec_pretty(&killed)?,
+                )?;
+                std::fs::write(
+                    stack.dir.path().join(format!("{id}-clean.json")),
+                    serde_json::to_vec_pretty(&fresh)?,
+                )?;
+            }
+        }
+        if last.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            clean.kill()?;
+            bail!(
+                "after the kills, {} figures differ from a clean replay:\n{}",
+                last.len(),
+                last.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    clean.kill()?;
+    assert_newest_views_equal(stack, &missions, &clean_replay).await
+}
+
+/// Every citizen's newest view of every mission (the highest version on its
+/// view topic) equals the engine's clean evaluation of the log; a citizen
+/// the evaluation counts in nothing may have no view.
+async fn assert_newest_views_equal(
+    stack: &Stack,
+    missions: &[joinery_engine::MissionDef],
+    clean: &Replay,
+) -> Result<()> {
+    let registry = RegistryClient::new(&stack.registry_url);
+    let catalog = Catalog::load();
+    let mut mismatches = Vec::new();
+    for m in missions {
+        let id = m.id.as_str();
+        let mut newest: HashMap<String, MissionView> = HashMap::new();
+        for Record {
+            key,
+            value: payload,
+            headers,
+            ..
+        } in read_topic(
+            &stack.kafka,
+            &stack.kafka.topic(&format!("joinery.views.{id}")),
+        )? {
+            if headers.iter().any(|(k, _)| k == "joinery.control") {
+                continue;
+            }
+            let (schema, body) = unframe(&payload)?;
+            let writer = registry.schema(schema).await?;
+            let view = view_from_value(decode_value(&writer, catalog.view_schema(), body)?)?;
+            let key = String::from_utf8(key)?;
+            if newest.get(&key).is_none_or(|v| v.version < view.version) {
+                newest.insert(key, view);
+            }
+        }
+        for (key, eval) in &clean.evaluations[id] {
+            let visible = |in_cohort, outcomes: &[joinery_domain::OutcomeView], snapshots| {
+                (in_cohort, outcomes.to_vec(), snapshots)
+            };
+            let want = visible(eval.in_cohort, &eval.outcomes, eval.snapshots.clone());
+            let got = newest
+                .get(key)
+                .map(|v| visible(v.in_cohort, &v.outcomes, v.snapshots.clone()));
+            let published = eval.in_cohort || !eval.snapshots.is_empty();
+            if published && got.as_ref() != Some(&want) {
+                mismatches.push(format!("{id} {key}: expected {want:?}, got {got:?}"));
+            }
+        }
+    }
+    anyhow::ensure!(
+        mismatches.is_empty(),
+        "{} citizens' newest views differ from the clean replay:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(20)].join("\n")
+    );
+    Ok(())
 }
 
 /// An address a restarted service can bind again after a SIGKILL: outside
@@ -308,15 +718,16 @@ async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
         producer,
     } = Processes::start("rebalance").await?;
     let records = joinery_loadtests::education_journeys(1200, 11, PSEUDONYM_KEY)?;
+    let group = format!("{}crash-processor", stack.kafka.namespace);
     let proj_addr = free_addr()?;
     stack.projections_url = format!("http://{proj_addr}");
     let (a_addr, b_addr) = (free_addr()?, free_addr()?);
     let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
-    let mut a = spawn_instance(&stack, "processor", &a_addr, "processor-a")?;
+    let mut a = spawn_instance(&stack, "processor", &a_addr, "processor-a", &group)?;
     let chunks: Vec<_> = records.chunks(records.len() / 4 + 1).collect();
 
     joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[0]).await?;
-    let mut b = spawn_instance(&stack, "processor", &b_addr, "processor-b")?;
+    let mut b = spawn_instance(&stack, "processor", &b_addr, "processor-b", &group)?;
     let http = reqwest::Client::new();
     let assigned =
         |addr: String| {
@@ -342,7 +753,7 @@ async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
     sigkill(&mut a)?;
     let lost_at = Instant::now();
     joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[2]).await?;
-    a = spawn_instance(&stack, "processor", &a_addr, "processor-a")?;
+    a = spawn_instance(&stack, "processor", &a_addr, "processor-a", &group)?;
     joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[3]).await?;
 
     assert_equals_clean_replay(&stack, &registry, &catalog).await?;

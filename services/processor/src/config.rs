@@ -1,11 +1,13 @@
 //! The processor's configuration: where Kafka, the registry, the state and
 //! the definitions are, and how batches are worked.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use joinery_domain::event::DAY_MS;
-use joinery_domain::Millis;
+use joinery_domain::{Department, Millis};
+use joinery_engine::MissionDef;
 use joinery_runtime::kafka::KafkaSettings;
 use joinery_store::StoreOptions;
 
@@ -26,9 +28,12 @@ pub struct ProcessorConfig {
     pub data_dir: PathBuf,
     /// Consumer group id.
     pub group: String,
-    /// How late an event may arrive and still be on time: deadlines resolve
-    /// at the greatest event time seen minus this (default 7 days).
-    pub allowed_lateness: Millis,
+    /// How late each department's events may arrive and still be on time
+    /// (default 7 days for every department): a mission's statuses resolve
+    /// at the partition's event time minus the greatest lateness of the
+    /// departments it reads, so that a status reported as final cannot be
+    /// changed by data within any of their lateness.
+    pub lateness: Lateness,
     /// How far an event's time may be ahead of its record's Kafka timestamp
     /// and still move the watermark (default 5 minutes of clock skew): a
     /// record moves it at most to its timestamp plus this, so no producer
@@ -70,7 +75,7 @@ impl ProcessorConfig {
             registry_url,
             data_dir,
             group: "joinery-processor".into(),
-            allowed_lateness: 7 * DAY_MS,
+            lateness: Lateness::uniform(7 * DAY_MS),
             max_clock_skew: joinery_domain::event::DEFAULT_MAX_CLOCK_SKEW,
             event_time_horizon: joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
             max_events_per_citizen: 2_000,
@@ -81,5 +86,57 @@ impl ProcessorConfig {
             only_mission: None,
             stop_at_end: false,
         }
+    }
+}
+
+/// How late each department's events may arrive and still be on time.
+/// Payroll data arrives weeks late, learner returns months late: each
+/// department has its own, and a mission waits for the slowest department
+/// it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lateness {
+    /// The lateness of a department not in `departments`.
+    pub default: Millis,
+    /// Departments with a lateness of their own.
+    pub departments: BTreeMap<Department, Millis>,
+}
+
+impl Lateness {
+    /// The same lateness for every department.
+    pub const fn uniform(lateness: Millis) -> Lateness {
+        Lateness {
+            default: lateness,
+            departments: BTreeMap::new(),
+        }
+    }
+
+    /// A department's allowed lateness (never negative).
+    pub fn of(&self, department: Department) -> Millis {
+        self.departments
+            .get(&department)
+            .copied()
+            .unwrap_or(self.default)
+            .max(0)
+    }
+
+    /// A mission's: the greatest of the departments it reads (the default
+    /// when it reads none).
+    pub fn of_mission(&self, mission: &MissionDef) -> Millis {
+        mission
+            .departments()
+            .into_iter()
+            .map(|d| self.of(d))
+            .max()
+            .unwrap_or(self.default.max(0))
+    }
+
+    /// A stable description for the state's description of its rules:
+    /// every department's lateness in ms, in department order.
+    pub fn describe(&self) -> String {
+        Department::ALL
+            .iter()
+            .map(|d| format!("{}={}", d.code(), self.of(*d)))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

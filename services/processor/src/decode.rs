@@ -156,5 +156,6 @@ pub(crate) fn dead_letter(
         key: m.key.to_vec(),
         payload: m.payload.to_vec(),
         headers: dead_letter_headers(reason, error, m.topic, m.partition, m.offset, "processor"),
+        partition: None,
     }
 }

@@ -19,15 +19,18 @@ const DEFINITIONS_KEY: &[u8] = b"d/definitions";
 /// The description of the rules stored with the state. `v3`: event time
 /// is clamped to a record's Kafka timestamp plus the clock skew and events
 /// count from their date. `v4`: events are identified by department and
-/// id, and kept in every version (corrections, retractions). State
+/// id, and kept in every version (corrections, retractions). `v5`: each
+/// department has its own lateness, a mission's statuses resolve at event
+/// time minus the greatest of its departments', and timers are kept in
+/// event time. State
 /// computed by earlier rules is rebuilt. The event-time horizon and the
 /// per-citizen cap are not part of it: raising either lets dead letters be
 /// replayed into the same state; lowering one applies only to records read
 /// from then on (rebuild for it to apply to the whole log).
 fn description(config: &ProcessorConfig, missions: &[MissionDef]) -> String {
     format!(
-        "v4 allowed_lateness={} max_clock_skew={}\n{}",
-        config.allowed_lateness,
+        "v5 lateness={} max_clock_skew={}\n{}",
+        config.lateness.describe(),
         config.max_clock_skew,
         joinery_engine::fingerprint(missions)
     )
@@ -54,7 +57,7 @@ pub(crate) fn open_state(
         None => !fresh,
     };
     let store = if stale {
-        tracing::warn!(dir = %config.data_dir.display(), "the mission definitions, the allowed lateness or clock skew, or the processor's event-time rules changed since this state was computed: deleting it and rebuilding it from the beginning of the department log (run `joinery rebuild <mission>` for each changed mission so that its earlier views stop counting)");
+        tracing::warn!(dir = %config.data_dir.display(), "the mission definitions, a department's allowed lateness, the clock skew or the processor's event-time rules changed since this state was computed: deleting it and rebuilding it from the beginning of the department log (run `joinery rebuild <mission>` for each changed mission so that its earlier views stop counting)");
         drop(store);
         std::fs::remove_dir_all(&config.data_dir)?;
         std::fs::create_dir_all(&config.data_dir)?;
@@ -106,12 +109,29 @@ mod tests {
         defs[0].outcomes[0].within_days += 1;
         let store = open_state(&config, &defs).expect("opens");
         assert!(store.get(b"c/keep").expect("reads").is_none(), "rebuilt");
+        let mut b = store.batch();
+        b.put(b"c/keep", b"1");
+        store.write(b).expect("writes");
+        drop(store);
+
+        // Another department's lateness is another rule.
+        let mut config = config;
+        config.lateness.departments.insert(
+            joinery_domain::Department::Hmrc,
+            42 * joinery_domain::event::DAY_MS,
+        );
+        let store = open_state(&config, &defs).expect("opens");
+        assert!(store.get(b"c/keep").expect("reads").is_none(), "rebuilt");
     }
 
     #[test]
     fn state_of_an_earlier_version_or_without_a_description_is_rebuilt() {
         let defs = missions();
-        for old in [Some("v2 allowed_lateness=604800000\n[]"), None] {
+        for old in [
+            Some("v2 allowed_lateness=604800000\n[]"),
+            Some("v4 allowed_lateness=604800000 max_clock_skew=300000\n[]"),
+            None,
+        ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let config = config(&dir.path().join("state"));
             std::fs::create_dir_all(&config.data_dir).expect("mkdir");

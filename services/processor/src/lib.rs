@@ -49,7 +49,7 @@ mod step;
 mod topics;
 mod worker;
 
-pub use config::{ProcessorConfig, MAX_EVENTS_PER_CITIZEN_LIMIT};
+pub use config::{Lateness, ProcessorConfig, MAX_EVENTS_PER_CITIZEN_LIMIT};
 pub use rebuild::rebuild;
 pub use service::run;
 pub use settle::settle_views;

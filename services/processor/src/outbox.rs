@@ -14,7 +14,13 @@ pub(crate) struct Entry {
     pub(crate) key: Vec<u8>,
     pub(crate) payload: Vec<u8>,
     pub(crate) headers: Vec<(String, String)>,
+    /// The partition to produce to; `None`: the key's (the partitioner's).
+    pub(crate) partition: Option<i32>,
 }
+
+/// A pseudo-header in an encoded entry carrying its partition (entries
+/// written before partitions were kept have none); never produced.
+const PARTITION_PSEUDO_HEADER: &str = "\u{0}partition";
 
 pub(crate) fn key(seq: u64) -> Vec<u8> {
     let mut k = PREFIX.to_vec();
@@ -51,6 +57,10 @@ impl Entry {
             put(&mut out, k.as_bytes());
             put(&mut out, v.as_bytes());
         }
+        if let Some(p) = self.partition {
+            put(&mut out, PARTITION_PSEUDO_HEADER.as_bytes());
+            put(&mut out, p.to_string().as_bytes());
+        }
         out
     }
 
@@ -59,16 +69,22 @@ impl Entry {
         let key = get(&mut input)?.to_vec();
         let payload = get(&mut input)?.to_vec();
         let mut headers = Vec::new();
+        let mut partition = None;
         while !input.is_empty() {
             let k = String::from_utf8(get(&mut input)?.to_vec()).ok()?;
             let v = String::from_utf8(get(&mut input)?.to_vec()).ok()?;
-            headers.push((k, v));
+            if k == PARTITION_PSEUDO_HEADER {
+                partition = Some(v.parse().ok()?);
+            } else {
+                headers.push((k, v));
+            }
         }
         Some(Entry {
             topic,
             key,
             payload,
             headers,
+            partition,
         })
     }
 }
@@ -84,8 +100,16 @@ mod tests {
             key: b"k".to_vec(),
             payload: vec![0, 1, 2],
             headers: vec![("joinery.reason".into(), "corrupt_avro".into())],
+            partition: None,
         };
-        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        let placed = Entry {
+            partition: Some(4),
+            ..e.clone()
+        };
+        assert_eq!(Entry::decode(&placed.encode()), Some(placed));
+        // An entry written before partitions were kept reads with none.
+        assert_eq!(Entry::decode(&e.encode()).map(|d| d.partition), Some(None));
         assert_eq!(seq_of(&key(7)), Some(7));
         assert_eq!(Entry::decode(&[0, 0, 0, 9]), None);
     }

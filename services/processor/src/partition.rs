@@ -1,7 +1,7 @@
 //! Between the pure [`crate::step`] and the state store: what a partition
 //! step reads, in what order, and how its output becomes writes.
 //!
-//! [`work`] plans the watermark from the stored greatest event time, reads
+//! [`work`] plans event time from the stored greatest event time, reads
 //! the timers that fall due and every citizen the batch or those timers name
 //! (one sorted multi-get), and runs the step. It reads through
 //! [`PartitionReader`], which [`StorePartition`] implements over RocksDB and
@@ -20,7 +20,7 @@ pub(crate) trait PartitionReader {
     /// The greatest event time stored for the partition (`None` before its
     /// first batch).
     fn max_time(&self) -> anyhow::Result<Option<Millis>>;
-    /// Timers with a deadline in `(after, upto]`, by deadline then citizen.
+    /// Timers due in `(after, upto]` (event time), by time then citizen.
     fn due_timers(&self, after: Millis, upto: Millis) -> anyhow::Result<Vec<(Millis, CitizenKey)>>;
     /// The stored records of `citizens` (sorted, distinct), in that order.
     fn records(&self, citizens: &[&CitizenKey]) -> anyhow::Result<Vec<Option<CitizenRecord>>>;
@@ -34,7 +34,7 @@ pub(crate) fn work(
 ) -> anyhow::Result<StepOutput> {
     let plan = rules.plan(reader.max_time()?, &arrivals);
     let due_timers = if plan.fires_timers() {
-        reader.due_timers(plan.previous, plan.watermark)?
+        reader.due_timers(plan.previous, plan.max_time)?
     } else {
         Vec::new()
     };
@@ -77,8 +77,8 @@ impl PartitionReader for StorePartition<'_> {
     }
 
     fn due_timers(&self, after: Millis, upto: Millis) -> anyhow::Result<Vec<(Millis, CitizenKey)>> {
-        // Timers at or before the previous watermark have fired and every
-        // new timer lies after the watermark it was set at, so only
+        // Timers at or before the previous event time have fired and every
+        // new timer lies after the event time it was set at, so only
         // (previous, current] can hold due timers; starting there also skips
         // the tombstones of timers already fired.
         let p = self.partition;
@@ -86,7 +86,7 @@ impl PartitionReader for StorePartition<'_> {
             .store
             .scan_range(&state::timer_end(p, after), &state::timer_end(p, upto))?;
         // A key that does not parse cannot name a citizen to wake: it is
-        // logged and passed over (the range moves on with the watermark, so
+        // logged and passed over (the range moves on with event time, so
         // it is met once), never allowed to stop the partition.
         Ok(due
             .iter()
@@ -118,7 +118,7 @@ pub(crate) type Op = (Vec<u8>, Option<Vec<u8>>);
 
 /// The writes of a step's output for partition `p`, in an order whose
 /// result does not depend on how a write batch applies them: the
-/// watermark, the timers cleared, then those set (a timer cleared and set
+/// event time, the timers cleared, then those set (a timer cleared and set
 /// again stays set), then the records.
 pub(crate) fn write_ops(p: i32, out: &StepOutput) -> anyhow::Result<Vec<Op>> {
     let mut ops = Vec::with_capacity(1 + out.timers_cleared.len() + 2 * out.records.len());

@@ -66,10 +66,14 @@ fn record<'a>(e: &'a Entry) -> FutureRecord<'a, [u8], [u8]> {
             value: Some(v.as_bytes()),
         });
     }
-    FutureRecord::to(&e.topic)
+    let record = FutureRecord::to(&e.topic)
         .key(e.key.as_slice())
         .payload(e.payload.as_slice())
-        .headers(headers)
+        .headers(headers);
+    match e.partition {
+        Some(p) => record.partition(p),
+        None => record,
+    }
 }
 
 impl Publisher {

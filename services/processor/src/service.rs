@@ -30,6 +30,9 @@ pub(crate) struct Processor {
     pub(crate) registry: RegistryClient,
     /// The missions evaluated.
     pub(crate) missions: Vec<MissionDef>,
+    /// Each mission's allowed lateness: the greatest of the departments it
+    /// reads.
+    pub(crate) mission_lateness: Vec<joinery_domain::Millis>,
     /// The registry id of the view schema, framed into every view.
     pub(crate) view_schema_id: u32,
     /// Per-citizen state, timers, watermarks, offsets and the outbox.
@@ -43,6 +46,11 @@ pub(crate) struct Processor {
     /// The threads that work a batch's partitions (kept for the process's
     /// life: threads made per batch fragmented the heap).
     pub(crate) workers: rayon::ThreadPool,
+    /// The event time of each source partition whose watermarks this
+    /// instance last announced on the view topics (see
+    /// `joinery_wire::control`).
+    pub(crate) announced:
+        parking_lot::Mutex<std::collections::HashMap<i32, joinery_domain::Millis>>,
 }
 
 /// The missions to evaluate: all of them, or the one a rebuild names.
@@ -105,17 +113,23 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .num_threads(config.workers.max(1))
         .thread_name(|i| format!("partition-worker-{i}"))
         .build()?;
+    let mission_lateness = missions
+        .iter()
+        .map(|m| config.lateness.of_mission(m))
+        .collect();
     let p = Processor {
         config,
         catalog,
         registry,
         missions,
+        mission_lateness,
         view_schema_id,
         store,
         consumer,
         publisher,
         metrics,
         workers,
+        announced: parking_lot::Mutex::default(),
     };
     p.publisher.flush_outbox().await?;
     let token = service.token();

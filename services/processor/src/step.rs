@@ -16,22 +16,27 @@
 //! 2. advances the partition's event time: the greatest event time seen,
 //!    each record counting at most its Kafka timestamp plus the allowed
 //!    clock skew ([`Rules::event_time`]), so that no producer can push time
-//!    past the moment its records reached the log; and the watermark (event
-//!    time minus the allowed lateness), firing the timers it passes;
-//! 3. evaluates every mission for each changed citizen on the events that
-//!    had happened by the partition's event time (a future-dated event is
+//!    past the moment its records reached the log; and fires the timers it
+//!    passes (timers are kept in event time);
+//! 3. evaluates every mission for each changed citizen at the mission's
+//!    watermark (event time minus the greatest allowed lateness of the
+//!    departments it reads, [`Rules::watermark`]), on the events that had
+//!    happened by the partition's event time (a future-dated event is
 //!    kept, and a timer wakes the citizen when event time reaches it), and
-//!    returns a view
-//!    for each evaluation a reader could see change, with a version derived
-//!    from the log alone ([`view_version`]);
-//! 4. returns each changed citizen's record and the timers to set and clear.
+//!    returns a view for each evaluation a reader could see change, with a
+//!    version derived from the log alone ([`view_version`]);
+//! 4. returns each changed citizen's record and the timers to set and clear,
+//!    and counts what operators watch: events that arrived after their
+//!    department's lateness, and views that revise a status already
+//!    reported final.
 
 use std::collections::BTreeMap;
 
-use joinery_domain::{CitizenKey, Event, EventType, Millis, MissionView};
+use joinery_domain::{CitizenKey, Department, Event, EventType, Millis, MissionView, OutcomeState};
 use joinery_engine::{Evaluation, Mission, MissionDef};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::config::Lateness;
 use crate::state::{CitizenRecord, Published};
 
 #[cfg(test)]
@@ -43,8 +48,13 @@ mod tests;
 pub(crate) struct Rules<'a> {
     /// The missions evaluated for every changed citizen.
     pub(crate) missions: &'a [MissionDef],
-    /// How far behind the partition's event time the watermark stays.
-    pub(crate) allowed_lateness: Millis,
+    /// Each mission's allowed lateness (the greatest of the departments it
+    /// reads), in the order of `missions`: how far behind the partition's
+    /// event time its watermark stays.
+    pub(crate) mission_lateness: &'a [Millis],
+    /// Each department's allowed lateness, to count the events that arrive
+    /// after it.
+    pub(crate) lateness: &'a Lateness,
     /// How far ahead of its Kafka timestamp a record's event time may move
     /// the partition's event time.
     pub(crate) max_clock_skew: Millis,
@@ -90,7 +100,7 @@ pub(crate) struct Arrival {
     pub(crate) source: usize,
 }
 
-/// Where a partition's watermark stands before and after a batch, decided
+/// Where a partition's event time stands before and after a batch, decided
 /// before anything is read but the stored event time, so that the reader
 /// knows which timers fall due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,17 +109,16 @@ pub(crate) struct Plan {
     /// greatest [`Rules::event_time`] of its records. Events dated after it
     /// have not happened yet.
     pub(crate) max_time: Millis,
-    /// The watermark before the batch.
+    /// The partition's event time before the batch (`Millis::MIN` before
+    /// its first).
     pub(crate) previous: Millis,
-    /// The watermark after the batch.
-    pub(crate) watermark: Millis,
 }
 
 impl Plan {
-    /// Whether the batch moves the watermark, so that timers in
-    /// `(previous, watermark]` fall due.
+    /// Whether the batch moves event time, so that timers in
+    /// `(previous, max_time]` fall due.
     pub(crate) fn fires_timers(&self) -> bool {
-        self.watermark > self.previous
+        self.max_time > self.previous
     }
 }
 
@@ -124,7 +133,7 @@ impl Rules<'_> {
             .min(a.timestamp.saturating_add(self.max_clock_skew))
     }
 
-    /// The watermark plan for a batch, from the stored event time (`None`
+    /// The event-time plan for a batch, from the stored event time (`None`
     /// before the partition's first batch).
     pub(crate) fn plan(&self, stored_max_time: Option<Millis>, arrivals: &[Arrival]) -> Plan {
         let stored = stored_max_time.unwrap_or(Millis::MIN);
@@ -133,12 +142,18 @@ impl Rules<'_> {
             .map(|a| self.event_time(a))
             .max()
             .unwrap_or(Millis::MIN);
-        let max_time = stored.max(seen);
         Plan {
-            max_time,
-            previous: stored.saturating_sub(self.allowed_lateness),
-            watermark: max_time.saturating_sub(self.allowed_lateness),
+            max_time: stored.max(seen),
+            previous: stored,
         }
+    }
+
+    /// Mission `i`'s watermark at partition event time `max_time`: what
+    /// its statuses are final up to. No event within the allowed lateness
+    /// of any department the mission reads can change a status decided at
+    /// it.
+    pub(crate) fn watermark(&self, i: usize, max_time: Millis) -> Millis {
+        max_time.saturating_sub(self.mission_lateness[i])
     }
 }
 
@@ -148,25 +163,32 @@ impl Rules<'_> {
 pub(crate) struct Loaded {
     /// Stored records by citizen; a citizen not here has none yet.
     pub(crate) citizens: FxHashMap<CitizenKey, CitizenRecord>,
-    /// Timers in `(plan.previous, plan.watermark]`, in stored order
-    /// (deadline, then citizen).
+    /// Timers in `(plan.previous, plan.max_time]` (event time), in stored
+    /// order (time, then citizen).
     pub(crate) due_timers: Vec<(Millis, CitizenKey)>,
 }
 
-/// Events applied and ignored in a batch, by event type.
+/// Events applied and ignored in a batch, by event type, and what late
+/// data revised.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct EventCounts {
     /// (event type, applied) → how many: `false` counts events already held.
     pub(crate) by_type: BTreeMap<(EventType, bool), u64>,
+    /// Events applied after their department's allowed lateness had passed
+    /// (dated before the partition's event time less that lateness): they
+    /// may revise figures already reported final.
+    pub(crate) late: BTreeMap<Department, u64>,
+    /// Views, by mission index, that change the status of an outcome that
+    /// was already decided (final): the revisions late data made.
+    pub(crate) revisions: BTreeMap<usize, u64>,
 }
 
 /// Everything one batch changes in one partition, before it is written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct StepOutput {
-    /// The greatest event time seen, to store.
+    /// The greatest event time seen, to store (each mission's watermark
+    /// follows from it, [`Rules::watermark`]).
     pub(crate) max_time: Millis,
-    /// The watermark after the batch.
-    pub(crate) watermark: Millis,
     /// Changed citizens' records, in the order they were first touched.
     pub(crate) records: Vec<(CitizenKey, CitizenRecord)>,
     /// Timers to delete: those that fired and those replaced.
@@ -219,6 +241,21 @@ fn visible_change(previous: Option<&Published>, eval: &Evaluation) -> bool {
     }
 }
 
+/// Whether `eval` changes the status of an outcome that `previous` had
+/// decided (achieved or not achieved): a revision of a figure reported
+/// final, which only data later than its departments' lateness (or a
+/// correction or retraction) can make.
+fn revises_final(previous: &Evaluation, eval: &Evaluation) -> bool {
+    previous.outcomes.iter().any(|was| {
+        was.status != OutcomeState::Pending
+            && eval
+                .outcomes
+                .iter()
+                .find(|now| now.name == was.name)
+                .is_none_or(|now| now.status != was.status)
+    })
+}
+
 /// Works one partition's share of a batch; see the module docs. `loaded`
 /// must hold every stored record of the citizens of `arrivals` and of
 /// `loaded.due_timers` (a citizen without a record is new).
@@ -234,7 +271,6 @@ pub(crate) fn step(
     } = loaded;
     let mut out = StepOutput {
         max_time: plan.max_time,
-        watermark: plan.watermark,
         ..StepOutput::default()
     };
     // Changed citizens, in first-touched order, and the same as a set.
@@ -276,8 +312,15 @@ pub(crate) fn step(
             ));
             continue;
         }
+        let late = event.occurred_at
+            < plan
+                .previous
+                .saturating_sub(rules.lateness.of(event_type.department()));
         let applied = record.events.insert(event);
         if applied {
+            if late {
+                *out.counts.late.entry(event_type.department()).or_default() += 1;
+            }
             record.ingested_at = record.ingested_at.max(timestamp);
             if is_dirty.insert(citizen.clone()) {
                 dirty.push(citizen);
@@ -297,7 +340,6 @@ pub(crate) fn step(
         }
     }
 
-    let wm = plan.watermark;
     for citizen in dirty {
         let mut record = citizens
             .remove(&citizen)
@@ -310,20 +352,27 @@ pub(crate) fn step(
             record.ingested_at
         };
         // The history as it stood at the partition's event time; a
-        // future-dated event wakes the citizen when the watermark reaches
-        // its time less the lateness, that is when event time reaches it.
+        // future-dated event wakes the citizen when event time reaches it.
+        // Timers are in event time: a mission's deadline falls due when
+        // event time passes it plus the mission's lateness.
         let (events, next_event) = record.events.as_of(plan.max_time);
-        let mut next_timer: Option<Millis> =
-            next_event.map(|t| t.saturating_sub(rules.allowed_lateness));
-        for mission in rules.missions {
+        let mut next_timer: Option<Millis> = next_event;
+        for (i, mission) in rules.missions.iter().enumerate() {
+            let wm = rules.watermark(i, plan.max_time);
             let eval = mission.evaluate(&events, wm);
-            next_timer = match (next_timer, eval.next_deadline) {
+            let due = eval
+                .next_deadline
+                .map(|d| d.saturating_add(rules.mission_lateness[i]));
+            next_timer = match (next_timer, due) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             let previous = record.views.get(mission.id().as_str());
             if !visible_change(previous, &eval) {
                 continue;
+            }
+            if previous.is_some_and(|p| revises_final(&p.evaluation, &eval)) {
+                *out.counts.revisions.entry(i).or_default() += 1;
             }
             let version = view_version(wm, record.events.revisions());
             if previous.is_some_and(|p| p.version >= version) {

@@ -14,6 +14,7 @@ use joinery_runtime::retry::Policy;
 use joinery_wire::codec::{view_to_value, writer_schema, ValueEncoder};
 use joinery_wire::framing::{frame, unframe};
 use joinery_wire::names::view_topic;
+use joinery_wire::watermark::{watermark_headers, watermark_value, WATERMARK_KEY};
 use joinery_wire::DecodeError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
@@ -44,7 +45,8 @@ impl Processor {
     fn rules(&self) -> Rules<'_> {
         Rules {
             missions: &self.missions,
-            allowed_lateness: self.config.allowed_lateness,
+            mission_lateness: &self.mission_lateness,
+            lateness: &self.config.lateness,
             max_clock_skew: self.config.max_clock_skew,
             max_events_per_citizen: self
                 .config
@@ -211,10 +213,18 @@ impl Processor {
                 .with_label_values(&[&event_type.to_string(), result])
                 .inc_by(*n);
         }
-        self.metrics
-            .watermark
-            .with_label_values(&[&p.to_string()])
-            .set(step.watermark / 1000);
+        for (department, n) in &step.counts.late {
+            self.metrics
+                .late_events
+                .with_label_values(&[department.code()])
+                .inc_by(*n);
+        }
+        for (i, n) in &step.counts.revisions {
+            self.metrics
+                .final_revisions
+                .with_label_values(&[self.missions[*i].id.as_str()])
+                .inc_by(*n);
+        }
         out.ops = partition::write_ops(p, &step)?;
         let view_encoder = ValueEncoder::new(self.catalog.view_schema())?;
         let now = chrono::Utc::now().timestamp_millis();
@@ -225,6 +235,10 @@ impl Processor {
                 key: view.citizen_key.as_str().as_bytes().to_vec(),
                 payload: frame(self.view_schema_id, &body),
                 headers: vec![],
+                // The partition the citizen's events are in, whatever the
+                // partitioner, so that the partition's watermark record
+                // follows every view it covers.
+                partition: Some(p),
             });
             self.metrics.views.with_label_values(&[&view.mission]).inc();
             self.metrics
@@ -232,6 +246,47 @@ impl Processor {
                 .with_label_values(&[&view.mission])
                 .observe((now - view.ingested_at).max(0) as f64 / 1000.0);
         }
+        self.announce(p, step.max_time, &view_encoder, &mut out.outbox)?;
         Ok(out)
+    }
+
+    /// Each mission's watermark in partition `p`, after the partition's
+    /// views, whenever it moved (and on this instance's first batch of the
+    /// partition): a reader that has applied the partition's records up to
+    /// it holds the partition's figures final up to that watermark (see
+    /// [`joinery_wire::watermark`]).
+    fn announce(
+        &self,
+        p: i32,
+        max_time: joinery_domain::Millis,
+        encoder: &ValueEncoder<'_>,
+        outbox: &mut Vec<Entry>,
+    ) -> anyhow::Result<()> {
+        if max_time == joinery_domain::Millis::MIN {
+            // No event yet: nothing is final.
+            return Ok(());
+        }
+        let mut announced = self.announced.lock();
+        if announced.get(&p) == Some(&max_time) {
+            return Ok(());
+        }
+        let rules = self.rules();
+        for (i, m) in self.missions.iter().enumerate() {
+            let watermark = rules.watermark(i, max_time);
+            self.metrics
+                .watermark
+                .with_label_values(&[&p.to_string(), m.id.as_str()])
+                .set(watermark / 1000);
+            let body = encoder.encode(watermark_value(&m.id, watermark))?;
+            outbox.push(Entry {
+                topic: self.config.kafka.topic(&view_topic(&m.id)),
+                key: WATERMARK_KEY.as_bytes().to_vec(),
+                payload: frame(self.view_schema_id, &body),
+                headers: watermark_headers(m.id.as_str(), watermark),
+                partition: Some(p),
+            });
+        }
+        announced.insert(p, max_time);
+        Ok(())
     }
 }

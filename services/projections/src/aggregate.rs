@@ -161,8 +161,16 @@ pub struct MissionMetrics {
     /// cohort months.
     #[serde(default)]
     pub by_area_month: BTreeMap<String, BTreeMap<String, Counts>>,
-    /// The greatest watermark of the views applied: figures are final up to it.
+    /// What the figures are final up to: the least of the partitions'
+    /// watermarks (0 before the first). It depends on the log alone, not on
+    /// how views happened to be batched.
     pub watermark: Millis,
+    /// Each view-topic partition's watermark, from the processor's
+    /// watermark records: every view of the partition that the watermark
+    /// changed was applied before it. A partition that has never held an
+    /// event has none and holds no figures.
+    #[serde(default)]
+    pub partition_watermarks: BTreeMap<i32, Millis>,
     /// Wall-clock time (ms) the figures last changed.
     pub updated_at: Millis,
     /// Each snapshot measure (e.g. `neet`), by id.
@@ -242,12 +250,7 @@ impl MissionMetrics {
 
     /// Replaces `old` (if any) by `new`. Returns false, changing nothing, when
     /// `new` is not newer than `old`.
-    pub fn apply(
-        &mut self,
-        old: Option<&Contribution>,
-        new: &Contribution,
-        watermark: Millis,
-    ) -> bool {
+    pub fn apply(&mut self, old: Option<&Contribution>, new: &Contribution) -> bool {
         if old.is_some_and(|o| o.version >= new.version) {
             return false;
         }
@@ -255,8 +258,33 @@ impl MissionMetrics {
             self.add(o, -1);
         }
         self.add(new, 1);
-        self.watermark = self.watermark.max(watermark);
         true
+    }
+
+    /// Partition `p`'s watermark record: its figures are final up to
+    /// `watermark`. A partition's watermark never goes back (an instance
+    /// that rebuilds the partition's state from the log announces earlier
+    /// ones again on its way), but for a rebuild's reset.
+    pub fn partition_watermark(&mut self, p: i32, watermark: Millis) {
+        let w = self.partition_watermarks.entry(p).or_insert(watermark);
+        *w = (*w).max(watermark);
+        self.settle_watermark();
+    }
+
+    /// A rebuild's reset of partition `p`: its figures start again, and so
+    /// does its watermark.
+    pub fn reset_partition(&mut self, p: i32) {
+        self.partition_watermarks.remove(&p);
+        self.settle_watermark();
+    }
+
+    fn settle_watermark(&mut self) {
+        self.watermark = self
+            .partition_watermarks
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(0);
     }
 }
 
@@ -296,11 +324,10 @@ mod tests {
     #[test]
     fn a_newer_view_replaces_the_old_contribution() {
         let mut m = MissionMetrics::default();
-        assert!(m.apply(None, &c(1, OutcomeState::Pending, None), 0));
+        assert!(m.apply(None, &c(1, OutcomeState::Pending, None)));
         assert!(m.apply(
             Some(&c(1, OutcomeState::Pending, None)),
             &c(2, OutcomeState::Achieved, Some(30)),
-            0
         ));
         let o = &m.total.outcomes["o"];
         assert_eq!((m.total.cohort, o.pending, o.achieved), (1, 0, 1));
@@ -308,19 +335,47 @@ mod tests {
     }
 
     #[test]
+    fn the_figures_are_final_up_to_the_least_of_the_partitions_watermarks() {
+        let mut m = MissionMetrics::default();
+        assert_eq!(m.watermark, 0, "nothing is final before the first");
+        m.partition_watermark(0, 500);
+        m.partition_watermark(2, 300);
+        assert_eq!(m.watermark, 300);
+        // Partition 2 catches up; a record from an instance replaying
+        // partition 0 from the log does not take it back.
+        m.partition_watermark(2, 700);
+        m.partition_watermark(0, 100);
+        assert_eq!(m.watermark, 500);
+        // A rebuild's reset of partition 0: it starts again.
+        m.reset_partition(0);
+        assert_eq!(m.watermark, 700);
+        m.partition_watermark(0, 200);
+        assert_eq!(m.watermark, 200);
+        // Kept with the figures.
+        let stored: MissionMetrics =
+            serde_json::from_slice(&serde_json::to_vec(&m).expect("encodes")).expect("decodes");
+        assert_eq!(stored, m);
+        // Figures stored before partitions had watermarks read with none.
+        let mut old = serde_json::to_value(&m).expect("encodes");
+        old.as_object_mut()
+            .expect("an object")
+            .remove("partition_watermarks");
+        let old: MissionMetrics = serde_json::from_value(old).expect("decodes");
+        assert!(old.partition_watermarks.is_empty());
+    }
+
+    #[test]
     fn a_redelivered_or_stale_view_is_ignored() {
         let mut m = MissionMetrics::default();
-        m.apply(None, &c(2, OutcomeState::Achieved, Some(3)), 0);
+        m.apply(None, &c(2, OutcomeState::Achieved, Some(3)));
         let before = m.clone();
         assert!(!m.apply(
             Some(&c(2, OutcomeState::Achieved, Some(3))),
             &c(2, OutcomeState::Achieved, Some(3)),
-            0
         ));
         assert!(!m.apply(
             Some(&c(2, OutcomeState::Achieved, Some(3))),
             &c(1, OutcomeState::Pending, None),
-            0
         ));
         assert_eq!(m, before);
     }
@@ -328,9 +383,9 @@ mod tests {
     #[test]
     fn merging_months_adds_counts_and_durations() {
         let mut a = MissionMetrics::default();
-        a.apply(None, &c(1, OutcomeState::Achieved, Some(10)), 0);
+        a.apply(None, &c(1, OutcomeState::Achieved, Some(10)));
         let mut b = MissionMetrics::default();
-        b.apply(None, &c(1, OutcomeState::Achieved, Some(10)), 0);
+        b.apply(None, &c(1, OutcomeState::Achieved, Some(10)));
         b.apply(
             None,
             &Contribution {
@@ -342,7 +397,6 @@ mod tests {
                 snapshots: vec![],
                 partition: None,
             },
-            0,
         );
         let mut total = Counts::default();
         total.merge(&a.total);
@@ -367,18 +421,13 @@ mod tests {
         };
         let mut m = MissionMetrics::default();
         let first = at(1, "E09000001", "2026-01", OutcomeState::Pending);
-        m.apply(None, &first, 0);
-        m.apply(
-            None,
-            &at(1, "E09000001", "2026-02", OutcomeState::Pending),
-            0,
-        );
-        m.apply(None, &at(1, "E2", "2026-01", OutcomeState::Pending), 0);
+        m.apply(None, &first);
+        m.apply(None, &at(1, "E09000001", "2026-02", OutcomeState::Pending));
+        m.apply(None, &at(1, "E2", "2026-01", OutcomeState::Pending));
         // The first citizen's area is corrected: the contribution moves.
         m.apply(
             Some(&first),
             &at(2, "E2", "2026-03", OutcomeState::NotAchieved),
-            0,
         );
         assert_eq!(
             m.by_area_month["E09000001"].keys().collect::<Vec<_>>(),
@@ -422,9 +471,9 @@ mod tests {
         let mut m = MissionMetrics::default();
         // Outside the cohort, still in the population.
         let a = young(1, false, true, "E09000001");
-        assert!(m.apply(None, &a, 0));
-        m.apply(None, &young(1, true, false, "E09000001"), 0);
-        m.apply(None, &young(1, false, true, "E2"), 0);
+        assert!(m.apply(None, &a));
+        m.apply(None, &young(1, true, false, "E09000001"));
+        m.apply(None, &young(1, false, true, "E2"));
         let neet = &m.snapshots["neet"];
         assert_eq!(
             neet.total,
@@ -443,7 +492,7 @@ mod tests {
         assert_eq!(m.total.cohort, 1, "the cohort counts only its members");
         // The first citizen finds work and moves to E2.
         let b = young(2, false, false, "E2");
-        m.apply(Some(&a), &b, 0);
+        m.apply(Some(&a), &b);
         let neet = &m.snapshots["neet"];
         assert_eq!(
             neet.total,
@@ -462,7 +511,7 @@ mod tests {
         // Then turns 25: leaves the population.
         let mut c = young(3, false, false, "E2");
         c.snapshots.clear();
-        m.apply(Some(&b), &c, 0);
+        m.apply(Some(&b), &c);
         assert_eq!(m.snapshots["neet"].total.population, 2);
         assert_eq!(m.snapshots["neet"].by_area["E2"].population, 1);
     }

@@ -1,6 +1,8 @@
 //! The projections' batch loop: view records from the stateful consumer
 //! become contributions and metrics, written with their offsets in one
-//! RocksDB batch; a rebuild's control records reset or complete a mission.
+//! RocksDB batch; a rebuild's control records reset or complete a mission,
+//! and the processor's watermark records say what each partition's
+//! figures are final up to.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use joinery_wire::codec::{decode_value, view_from_value, writer_schema};
 use joinery_wire::control::{Control, ControlKind, CONTROL_HEADER};
 use joinery_wire::framing::unframe;
 use joinery_wire::names::{dead_letter_headers, ORIGINAL_HEADER_PREFIX};
+use joinery_wire::watermark::{read_watermark, Watermark, WATERMARK_CONTROL};
 use joinery_wire::{Catalog, DecodeError, RegistryClient};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -26,11 +29,20 @@ use crate::{Metrics, Shared};
 /// Most view records applied in one RocksDB write.
 const MAX_BATCH: usize = 1000;
 
-/// Whether a view-topic record is a rebuild's control record, not a view.
-fn is_control(m: &BorrowedMessage<'_>) -> bool {
+/// The kind a view-topic record's control header names, when it is a
+/// control record and not a view.
+fn control_kind<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
     use rdkafka::message::Headers;
-    m.headers()
-        .is_some_and(|h| h.iter().any(|h| h.key == CONTROL_HEADER))
+    m.headers()?
+        .iter()
+        .find(|h| h.key == CONTROL_HEADER)
+        .map(|h| h.value.unwrap_or_default())
+}
+
+/// Whether a view-topic record is a rebuild's control record (a reset or
+/// a completion), applied on its own between batches of views.
+fn is_rebuild_control(m: &BorrowedMessage<'_>) -> bool {
+    control_kind(m).is_some_and(|k| k != WATERMARK_CONTROL.as_bytes())
 }
 
 /// The consumer loop and what it writes to.
@@ -131,12 +143,13 @@ impl ViewConsumer {
         view_from_value(decode_value(&writer, self.catalog.view_schema(), body)?)
     }
 
-    /// Applies a batch: views in batches of their own, each control record
-    /// (a rebuild's reset or completion) on its own between them.
+    /// Applies a batch: views (and the watermark records among them) in
+    /// batches of their own, each rebuild control record (a reset or
+    /// completion) on its own between them.
     async fn apply(&self, messages: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
         let mut start = 0;
         for (i, m) in messages.iter().enumerate() {
-            if is_control(m) {
+            if is_rebuild_control(m) {
                 self.apply_views(&messages[start..i]).await?;
                 self.apply_control(m).await?;
                 start = i + 1;
@@ -201,6 +214,7 @@ impl ViewConsumer {
                     };
                 }
                 r.reset.insert(p);
+                mission.reset_partition(p);
                 tracing::info!(mission = %control.mission, rebuild = %control.rebuild, partition = p, dropped, "rebuild reset: earlier views of this partition no longer count");
             }
             ControlKind::Complete => match &mut mission.rebuilding {
@@ -239,6 +253,36 @@ impl ViewConsumer {
         let mut refused: Vec<Refused<'_>> = Vec::new();
         for m in messages {
             batch.set_offset(m.topic(), m.partition(), m.offset() + 1);
+            if control_kind(m).is_some() {
+                // A watermark record: the partition's views before it are
+                // applied, so its figures are final up to it.
+                use rdkafka::message::Headers;
+                let headers = m.headers().map(|h| {
+                    h.iter()
+                        .map(|h| (h.key, h.value.unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                });
+                match read_watermark(headers.unwrap_or_default()) {
+                    Some(Ok(Watermark { mission, watermark })) => match working.get_mut(&mission) {
+                        Some(metrics) => {
+                            metrics.partition_watermark(m.partition(), watermark);
+                            touched.insert(mission);
+                        }
+                        None => refused.push((
+                            m,
+                            "unknown_mission",
+                            format!("a watermark record for mission `{mission}`, which these projections do not define"),
+                        )),
+                    },
+                    Some(Err(e)) => refused.push((m, "bad_control_record", e)),
+                    None => refused.push((
+                        m,
+                        "bad_control_record",
+                        "a control record of an unknown kind".to_owned(),
+                    )),
+                }
+                continue;
+            }
             let view = match self.decode(m).await {
                 Ok(v) => v,
                 Err(e) if !e.is_poison() => anyhow::bail!(
@@ -289,11 +333,10 @@ impl ViewConsumer {
                 partition: Some(m.partition()),
                 ..Contribution::from(&view)
             };
-            if mission.apply(old.as_ref(), &new, view.watermark) {
-                mission.updated_at = now;
+            if mission.apply(old.as_ref(), &new) {
                 batch.put(&key, serde_json::to_vec(&new)?);
                 contributions.insert(key, new);
-                touched.insert(view.mission.clone());
+                touched.insert(view.mission.to_string());
                 fresh.push((
                     view.mission.to_string(),
                     (now - view.ingested_at).max(0) as f64 / 1000.0,
@@ -310,6 +353,10 @@ impl ViewConsumer {
             }
         }
         for m in &touched {
+            working
+                .get_mut(m.as_str())
+                .expect("only held missions are touched")
+                .updated_at = now;
             batch.put(
                 format!("{METRICS_PREFIX}{m}"),
                 serde_json::to_vec(&working[m.as_str()])?,

@@ -23,6 +23,28 @@ fn the_repository_missions_load() {
 }
 
 #[test]
+fn a_mission_reads_the_departments_of_its_capabilities_events() {
+    use joinery_domain::Department::*;
+    let dir =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../missions");
+    let departments: Vec<(String, Vec<joinery_domain::Department>)> = load_dir(&dir)
+        .expect("load")
+        .into_iter()
+        .map(|m| (m.id.to_string(), m.departments().into_iter().collect()))
+        .collect();
+    // Whose lateness decides when each mission's statuses are final.
+    assert_eq!(
+        departments,
+        vec![
+            ("health_and_work".to_owned(), vec![Dwp, Hmrc, Dhsc]),
+            ("opportunity".to_owned(), vec![Dfe, Hmrc]),
+            ("safer_streets".to_owned(), vec![Hmrc, Moj, Mhclg]),
+        ]
+    );
+}
+
+#[test]
 fn the_fingerprint_follows_the_rules_and_not_the_wording() {
     let text = "id = \"m\"\ntitle = \"t\"\ndoc = \"d\"\n[cohort]\ndoc = \"c\"\nanchor = \"left\"\n[[outcome]]\nid = \"o\"\ndoc = \"d\"\ncondition = \"left\"\nwithin_days = 3\n";
     let m = |t: &str| parse_mission(Path::new("m.toml"), t, &caps()).expect("valid");

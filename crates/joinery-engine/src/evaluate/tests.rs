@@ -218,16 +218,34 @@ fn job_end(n: u128, day: i64, id: &str) -> Event {
 }
 
 #[test]
-fn opportunity_employment_kept_ninety_days_is_achieved() {
+fn opportunity_employment_kept_ninety_days_is_achieved_once_the_watermark_reaches_day_ninety() {
     let m = mission("opportunity");
+    let evs = [exit(1, 0), job(2, 30, "E1"), job_end(3, 130, "E1")];
+    // Known to have lasted, but the watermark has not reached its 90th day:
+    // an earlier end reported late could still undo it, so it is not final.
+    assert_eq!(status(&m, &evs, 10), OutcomeState::Pending);
+    assert_eq!(status(&m, &evs, 119), OutcomeState::Pending);
+    assert_eq!(status(&m, &evs, 120), OutcomeState::Achieved);
+}
+
+#[test]
+fn an_achievement_after_the_watermark_is_pending_until_the_watermark_reaches_it() {
+    let m = mission("opportunity");
+    // A job started on day 30, still open: achieved from day 120 on.
+    let evs = [exit(1, 0), job(2, 30, "E1")];
+    let mut c = CitizenEvents::default();
+    for e in &evs {
+        c.insert(e.clone());
+    }
+    // The job is known on day 125 (event time), the watermark is day 118.
+    let eval = m.evaluate(&c, T0 + 118 * DAY_MS);
+    assert_eq!(eval.outcomes[0].status, OutcomeState::Pending);
     assert_eq!(
-        status(
-            &m,
-            &[exit(1, 0), job(2, 30, "E1"), job_end(3, 130, "E1")],
-            10
-        ),
-        OutcomeState::Achieved
+        eval.next_deadline,
+        Some(T0 + 120 * DAY_MS),
+        "the watermark reaching day 120 decides it"
     );
+    assert_eq!(status(&m, &evs, 120), OutcomeState::Achieved);
 }
 
 #[test]
@@ -657,6 +675,8 @@ fn reference_opportunity(events: &[Event], watermark: Millis) -> Option<OutcomeS
     }
     let (ws, we) = (anchor, anchor + 180 * DAY_MS);
     let mut any_open = false;
+    // When each qualifying job was known to have lasted 90 days.
+    let mut achieved_at: Option<Millis> = None;
     for s in events
         .iter()
         .filter(|e| e.event_type == EventType::EmploymentStarted)
@@ -676,11 +696,21 @@ fn reference_opportunity(events: &[Event], watermark: Millis) -> Option<OutcomeS
             .map(|e| e.occurred_at);
         let need = s.occurred_at + 90 * DAY_MS;
         match end {
-            Some(e) if e >= need => return Some(OutcomeState::Achieved),
-            None if watermark >= need => return Some(OutcomeState::Achieved),
+            Some(e) if e >= need => achieved_at = Some(achieved_at.map_or(need, |a| a.min(need))),
+            None if watermark >= need => {
+                achieved_at = Some(achieved_at.map_or(need, |a| a.min(need)))
+            }
             None => any_open = true,
             Some(_) => {}
         }
+    }
+    if let Some(at) = achieved_at {
+        // Final only once the watermark has reached it.
+        return Some(if at <= watermark {
+            OutcomeState::Achieved
+        } else {
+            OutcomeState::Pending
+        });
     }
     Some(if watermark >= we && !any_open {
         OutcomeState::NotAchieved

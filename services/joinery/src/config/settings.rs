@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use joinery_domain::event::DAY_MS;
-use joinery_domain::Pseudonymiser;
+use joinery_domain::{Department, Pseudonymiser};
 use joinery_runtime::kafka::KafkaSettings;
 use joinery_runtime::secret::Secret;
 use serde::de::DeserializeOwned;
@@ -177,8 +177,12 @@ pub(crate) struct ProcessorTable {
     pub(crate) data_dir: PathBuf,
     /// Consumer group id.
     pub(crate) group: String,
-    /// How late an event may arrive and still count, in days.
+    /// How late an event may arrive and still be on time, in days, for a
+    /// department without a lateness of its own.
     pub(crate) allowed_lateness_days: i64,
+    /// Departments' own lateness, in days: `[processor.lateness_days]`.
+    #[serde(default)]
+    pub(crate) lateness_days: LatenessDays,
     /// How far a record's event time may be ahead of its Kafka timestamp
     /// and still move event time, in seconds.
     pub(crate) max_clock_skew_seconds: i64,
@@ -207,6 +211,12 @@ impl Table for ProcessorTable {
         ("data_dir", "JOINERY_PROCESSOR_DATA_DIR"),
         ("group", "JOINERY_PROCESSOR_GROUP"),
         ("allowed_lateness_days", "JOINERY_ALLOWED_LATENESS_DAYS"),
+        ("lateness_days.dfe", "JOINERY_LATENESS_DAYS_DFE"),
+        ("lateness_days.dwp", "JOINERY_LATENESS_DAYS_DWP"),
+        ("lateness_days.hmrc", "JOINERY_LATENESS_DAYS_HMRC"),
+        ("lateness_days.dhsc", "JOINERY_LATENESS_DAYS_DHSC"),
+        ("lateness_days.moj", "JOINERY_LATENESS_DAYS_MOJ"),
+        ("lateness_days.mhclg", "JOINERY_LATENESS_DAYS_MHCLG"),
         ("max_clock_skew_seconds", "JOINERY_MAX_CLOCK_SKEW_SECONDS"),
         ("event_time_horizon_days", "JOINERY_EVENT_TIME_HORIZON_DAYS"),
         ("max_events_per_citizen", "JOINERY_MAX_EVENTS_PER_CITIZEN"),
@@ -242,7 +252,7 @@ impl ProcessorTable {
     /// The settings that decide what the processor computes from the log:
     /// the live processor and a rebuild must share them.
     fn rules_into(&self, config: &mut joinery_processor::ProcessorConfig) {
-        config.allowed_lateness = self.allowed_lateness_days.saturating_mul(DAY_MS);
+        config.lateness = self.lateness();
         config.max_clock_skew = self.max_clock_skew_seconds.saturating_mul(1000);
         config.event_time_horizon = self.event_time_horizon_days.saturating_mul(DAY_MS);
         config.max_events_per_citizen = self
@@ -274,6 +284,54 @@ impl ProcessorTable {
         self.rules_into(&mut config);
         config.only_mission = Some(mission);
         config
+    }
+}
+
+/// Each department's own allowed lateness, in days (`[processor.lateness_days]`);
+/// a department not named has `allowed_lateness_days`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LatenessDays {
+    /// Department for Education.
+    pub(crate) dfe: Option<i64>,
+    /// Department for Work and Pensions.
+    pub(crate) dwp: Option<i64>,
+    /// HM Revenue and Customs.
+    pub(crate) hmrc: Option<i64>,
+    /// Department of Health and Social Care.
+    pub(crate) dhsc: Option<i64>,
+    /// Ministry of Justice.
+    pub(crate) moj: Option<i64>,
+    /// Ministry of Housing, Communities and Local Government.
+    pub(crate) mhclg: Option<i64>,
+}
+
+impl LatenessDays {
+    /// The days set for `department`, if any.
+    fn of(&self, department: Department) -> Option<i64> {
+        match department {
+            Department::Dfe => self.dfe,
+            Department::Dwp => self.dwp,
+            Department::Hmrc => self.hmrc,
+            Department::Dhsc => self.dhsc,
+            Department::Moj => self.moj,
+            Department::Mhclg => self.mhclg,
+        }
+    }
+}
+
+impl ProcessorTable {
+    /// Each department's lateness (a negative number of days is taken as
+    /// none).
+    fn lateness(&self) -> joinery_processor::Lateness {
+        let ms = |days: i64| days.max(0).saturating_mul(DAY_MS);
+        joinery_processor::Lateness {
+            default: ms(self.allowed_lateness_days),
+            departments: Department::ALL
+                .into_iter()
+                .filter_map(|d| self.lateness_days.of(d).map(|days| (d, ms(days))))
+                .collect(),
+        }
     }
 }
 

@@ -70,10 +70,44 @@ fn the_default_file_parses_into_every_service_settings() -> Result<()> {
     assert_eq!(processor.max_batch, 40_000);
     let config = processor.config(&kafka);
     assert_eq!(config.store.block_cache_bytes, 256 << 20);
-    assert_eq!(config.allowed_lateness, 7 * joinery_domain::event::DAY_MS);
+    assert_eq!(
+        config.lateness,
+        joinery_processor::Lateness::uniform(7 * joinery_domain::event::DAY_MS)
+    );
     let projections = load::<ProjectionsTable>(&none)?.service;
     assert_eq!(projections.sdc_threshold, 10);
     assert_eq!(projections.group, "joinery-projections");
+    Ok(())
+}
+
+#[test]
+fn a_department_has_its_own_lateness_from_the_file_or_its_variable() -> Result<()> {
+    use joinery_domain::event::DAY_MS;
+    use joinery_domain::Department;
+    let dir = tempfile::tempdir()?;
+    let path = file(
+        dir.path(),
+        "[processor]\nallowed_lateness_days = 10\n[processor.lateness_days]\ndfe = 120\n",
+        0o600,
+    )?;
+    let sources = Sources {
+        file: Some(path),
+        env: [("JOINERY_LATENESS_DAYS_HMRC".to_owned(), "35".to_owned())].into(),
+        ..Sources::default()
+    };
+    let loaded = load::<ProcessorTable>(&sources)?;
+    let lateness = loaded.service.config(&loaded.kafka).lateness;
+    assert_eq!(lateness.of(Department::Dfe), 120 * DAY_MS);
+    assert_eq!(lateness.of(Department::Hmrc), 35 * DAY_MS);
+    assert_eq!(lateness.of(Department::Moj), 10 * DAY_MS, "the default");
+    // A department that does not exist is refused.
+    let path = file(dir.path(), "[processor.lateness_days]\nhmr = 35\n", 0o600)?;
+    let e = load::<ProcessorTable>(&Sources {
+        file: Some(path),
+        ..Sources::default()
+    })
+    .expect_err("`hmr` is not a department");
+    assert!(format!("{e:#}").contains("hmr"), "{e:#}");
     Ok(())
 }
 

@@ -488,6 +488,20 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
     Ok(out)
 }
 
+/// The clean evaluation of the log: every mission's evaluation of each
+/// citizen, and each mission's watermark as the log alone gives it.
+pub struct Replay {
+    /// Mission id → citizen key → evaluation.
+    pub evaluations: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, joinery_engine::Evaluation>,
+    >,
+    /// Mission id → what its figures are final up to: each partition's
+    /// event time less the mission's lateness, the least over the
+    /// partitions that hold events.
+    pub watermarks: std::collections::BTreeMap<String, i64>,
+}
+
 /// The clean evaluation of `mission`: every department record read back
 /// from Kafka, joined per citizen, evaluated by the engine at each
 /// partition's final watermark (the default 7 days' lateness).
@@ -495,13 +509,24 @@ pub async fn replay(
     stack: &Stack,
     mission: &joinery_engine::MissionDef,
 ) -> Result<std::collections::BTreeMap<String, joinery_engine::Evaluation>> {
+    let mut all = replay_all(stack, std::slice::from_ref(mission)).await?;
+    Ok(all
+        .evaluations
+        .remove(mission.id.as_str())
+        .unwrap_or_default())
+}
+
+/// The clean evaluation of every mission of `missions` over the log (see
+/// [`Replay`]), with the processor's default lateness (7 days for every
+/// department) and clock skew.
+pub async fn replay_all(stack: &Stack, missions: &[joinery_engine::MissionDef]) -> Result<Replay> {
     use joinery_engine::Mission;
     use joinery_wire::codec::{decode_value, event_from_value, record_name};
     let registry = joinery_wire::RegistryClient::new(&stack.registry_url);
     let catalog = joinery_wire::Catalog::load();
     let mut citizens: std::collections::HashMap<(i32, String), joinery_engine::CitizenEvents> =
         Default::default();
-    let mut max_time: std::collections::HashMap<i32, i64> = Default::default();
+    let mut max_time: std::collections::BTreeMap<i32, i64> = Default::default();
     for d in joinery_domain::Department::ALL {
         for Record {
             partition: p,
@@ -529,16 +554,32 @@ pub async fn replay(
                 .insert(event);
         }
     }
-    Ok(citizens
-        .into_iter()
-        .map(|((p, key), events)| {
-            let lateness = 7 * joinery_domain::event::DAY_MS;
-            let now = max_time[&p];
-            // The events that had happened by the partition's event time.
-            let (happened, _) = events.as_of(now);
-            (key, mission.evaluate(&happened, now - lateness))
-        })
-        .collect())
+    let lateness = joinery_processor::Lateness::uniform(7 * joinery_domain::event::DAY_MS);
+    let mut replay = Replay {
+        evaluations: Default::default(),
+        watermarks: Default::default(),
+    };
+    for mission in missions {
+        let late = lateness.of_mission(mission);
+        let evaluations = citizens
+            .iter()
+            .map(|((p, key), events)| {
+                let now = max_time[p];
+                // The events that had happened by the partition's event time.
+                let (happened, _) = events.as_of(now);
+                (key.clone(), mission.evaluate(&happened, now - late))
+            })
+            .collect();
+        replay
+            .evaluations
+            .insert(mission.id.to_string(), evaluations);
+        if let Some(least) = max_time.values().min() {
+            replay
+                .watermarks
+                .insert(mission.id.to_string(), least - late);
+        }
+    }
+    Ok(replay)
 }
 
 /// Publishes a generated population through the gateway: each department
@@ -547,10 +588,19 @@ pub async fn publish_population(
     stack: &Stack,
     population: &joinery_loadtests::journeys::Population,
 ) -> Result<()> {
+    publish_events(stack, &population.events).await
+}
+
+/// Publishes generated events through the gateway: each department its
+/// own feed, in the given order, in batches, the feeds side by side.
+pub async fn publish_events(
+    stack: &Stack,
+    events: &[joinery_loadtests::journeys::SimEvent],
+) -> Result<()> {
     use serde_json::Value;
     let mut feeds: std::collections::BTreeMap<joinery_domain::Department, Vec<Value>> =
         Default::default();
-    for e in &population.events {
+    for e in events {
         feeds
             .entry(e.event_type.department())
             .or_default()

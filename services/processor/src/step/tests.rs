@@ -22,10 +22,21 @@ fn missions() -> Vec<MissionDef> {
     joinery_engine::load_missions(&dir).expect("the repository's missions load")
 }
 
+/// Every department's lateness is [`LATENESS`].
+static UNIFORM: Lateness = Lateness::uniform(LATENESS);
+
 fn rules(missions: &[MissionDef]) -> Rules<'_> {
+    rules_with(missions, &UNIFORM)
+}
+
+/// The rules with each department's lateness from `lateness`.
+fn rules_with<'a>(missions: &'a [MissionDef], lateness: &'a Lateness) -> Rules<'a> {
+    let per_mission: Vec<Millis> = missions.iter().map(|m| lateness.of_mission(m)).collect();
     Rules {
         missions,
-        allowed_lateness: LATENESS,
+        // Leaked: a few bytes per test case.
+        mission_lateness: Box::leak(per_mission.into_boxed_slice()),
+        lateness,
         max_clock_skew: SKEW,
         max_events_per_citizen: 2_000,
     }
@@ -326,7 +337,7 @@ fn a_leaver_is_pending_until_the_watermark_passes_the_deadline_then_not_achieved
         .outcomes
         .iter()
         .all(|o| o.status == joinery_domain::OutcomeState::Pending));
-    assert_eq!(out.watermark, T0 - LATENESS);
+    assert_eq!(rules.watermark(0, out.max_time), T0 - LATENESS);
     let (deadline, who) = p
         .timers
         .iter()
@@ -400,12 +411,12 @@ fn an_event_dated_9999_moves_event_time_only_to_when_it_was_published() {
     let mut p = Memory::default();
     p.apply(&rules, vec![any_event(1, 1, 0, 0, 1)]);
     let before = p.apply(&rules, vec![any_event(2, 2, 7, 20, 0)]);
-    assert_eq!(before.watermark, T0 + 13 * DAY_MS);
+    assert_eq!(rules.watermark(0, before.max_time), T0 + 13 * DAY_MS);
     let mut hostile = any_event(3, 3, 7, 0, 0);
     hostile.event.occurred_at = 253_402_214_400_000; // 9999-12-31
     let out = p.apply(&rules, vec![published_on(hostile, 21)]);
     assert_eq!(out.max_time, T0 + 21 * DAY_MS + SKEW);
-    assert_eq!(out.watermark, T0 + 14 * DAY_MS + SKEW);
+    assert_eq!(rules.watermark(0, out.max_time), T0 + 14 * DAY_MS + SKEW);
     assert!(
         opportunity_view(&out, 1).is_none(),
         "the leaver's pending outcome is not decided"
@@ -441,15 +452,16 @@ fn a_future_dated_enrolment_counts_from_its_date_and_not_before() {
     let enrolment = published_on(any_event(1, 3, 1, 60, 2), 21);
     let early = p.apply(&rules, vec![enrolment]);
     assert_eq!(
-        early.watermark,
-        T0 + 14 * DAY_MS + SKEW,
+        early.max_time,
+        T0 + 21 * DAY_MS + SKEW,
         "the enrolment does not move event time to its date"
     );
     assert!(
         neet(&early).is_none_or(|holds| holds),
         "not in education before the enrolment's date"
     );
-    let wake = T0 + 60 * DAY_MS - LATENESS;
+    // Timers are kept in event time.
+    let wake = T0 + 60 * DAY_MS;
     assert!(
         p.timers.contains(&(wake, citizen(1))),
         "a timer wakes the citizen when event time reaches the enrolment: {:?}",
@@ -741,5 +753,215 @@ proptest! {
             let out = p.apply(&rules, batch.to_vec());
             prop_assert!(out.max_time <= bound, "event time {} passed {}", out.max_time, bound);
         }
+    }
+}
+
+/// Every department's lateness is [`LATENESS`] but the DfE's, 60 days.
+fn slow_dfe() -> &'static Lateness {
+    Box::leak(Box::new(Lateness {
+        default: LATENESS,
+        departments: [(joinery_domain::Department::Dfe, 60 * DAY_MS)].into(),
+    }))
+}
+
+#[test]
+fn each_mission_waits_for_the_slowest_department_it_reads() {
+    let defs = missions();
+    let lateness = slow_dfe();
+    let rules = rules_with(&defs, lateness);
+    let index = |id: &str| {
+        defs.iter()
+            .position(|m| m.id == id)
+            .expect("a repository mission")
+    };
+    let (opportunity, safer) = (index("opportunity"), index("safer_streets"));
+    let mut p = Memory::default();
+    // Citizen 1 leaves education on day 0 (opportunity reads DfE and
+    // HMRC); citizen 2 is released on day 0 and settled on day 1 (safer
+    // streets reads MoJ, MHCLG and HMRC).
+    p.apply(
+        &rules,
+        vec![
+            any_event(1, 1, 0, 0, 1),
+            any_event(2, 2, 7, 0, 0),
+            any_event(2, 3, 8, 1, 0),
+        ],
+    );
+    // A third citizen's event on day 200.
+    let out = p.apply(&rules, vec![any_event(3, 4, 7, 200, 0)]);
+    assert_eq!(rules.watermark(safer, out.max_time), T0 + 193 * DAY_MS);
+    assert_eq!(
+        rules.watermark(opportunity, out.max_time),
+        T0 + 140 * DAY_MS
+    );
+    let status = |v: &MissionView, outcome: &str| {
+        v.outcomes
+            .iter()
+            .find(|o| o.name == outcome)
+            .map(|o| o.status)
+    };
+    let released = out
+        .views
+        .iter()
+        .find(|v| v.mission == "safer_streets" && v.citizen_key == citizen(2))
+        .expect("the timers of citizen 2 fired");
+    assert_eq!(released.watermark, T0 + 193 * DAY_MS);
+    assert_eq!(
+        status(released, "employment_6w"),
+        Some(joinery_domain::OutcomeState::NotAchieved),
+        "safer streets is final up to day 193"
+    );
+    // The leaver's view changes (the NEET snapshot now sees them) but
+    // their 180-day window is not final until the DfE's 60 days have passed.
+    let leaver = opportunity_view(&out, 1).expect("in the NEET population at day 140");
+    assert_eq!(leaver.watermark, T0 + 140 * DAY_MS);
+    assert_eq!(
+        status(leaver, "sustained_employment_180d"),
+        Some(joinery_domain::OutcomeState::Pending)
+    );
+    // Day 241: the opportunity watermark passes day 180.
+    let out = p.apply(&rules, vec![any_event(3, 5, 7, 241, 0)]);
+    let leaver = opportunity_view(&out, 1).expect("decided");
+    assert_eq!(leaver.watermark, T0 + 181 * DAY_MS);
+    assert_eq!(
+        status(leaver, "sustained_employment_180d"),
+        Some(joinery_domain::OutcomeState::NotAchieved)
+    );
+}
+
+#[test]
+fn data_later_than_its_lateness_is_counted_and_so_are_the_final_statuses_it_revises() {
+    let defs = missions();
+    let rules = rules(&defs);
+    let mut p = Memory::default();
+    p.apply(&rules, vec![any_event(1, 1, 0, 0, 1)]);
+    let decided = p.apply(&rules, vec![any_event(2, 2, 7, 200, 0)]);
+    let view = opportunity_view(&decided, 1).expect("decided");
+    assert!(view
+        .outcomes
+        .iter()
+        .all(|o| o.status == joinery_domain::OutcomeState::NotAchieved));
+    assert!(decided.counts.late.is_empty() && decided.counts.revisions.is_empty());
+    // HMRC reports, on day 200, a job started on day 20 and still open:
+    // long after its 7 days' lateness. It is applied (late data still
+    // revises), counted as late, and the revision of a final status is
+    // counted for the mission.
+    let late = p.apply(&rules, vec![any_event(1, 3, 2, 20, 1)]);
+    let revised = opportunity_view(&late, 1).expect("revised");
+    assert!(revised
+        .outcomes
+        .iter()
+        .all(|o| o.status == joinery_domain::OutcomeState::Achieved));
+    assert_eq!(
+        late.counts.late,
+        [(joinery_domain::Department::Hmrc, 1)].into()
+    );
+    let opportunity = defs
+        .iter()
+        .position(|m| m.id == "opportunity")
+        .expect("a repository mission");
+    assert_eq!(late.counts.revisions.get(&opportunity), Some(&1));
+}
+
+#[test]
+fn an_achievement_the_watermark_has_not_reached_is_not_final_so_a_timely_correction_revises_nothing(
+) {
+    let defs = missions();
+    let rules = rules(&defs);
+    let mut p = Memory::default();
+    // Left education on day 0; a job from day 20 to day 115, reported as it
+    // happened. Kept 90 days on day 110, but the watermark is day 108.
+    let end = any_event(1, 3, 3, 115, 1);
+    let out = p.apply(
+        &rules,
+        vec![
+            any_event(1, 1, 0, 0, 1),
+            any_event(1, 2, 2, 20, 1),
+            end.clone(),
+        ],
+    );
+    assert_eq!(rules.watermark(0, out.max_time), T0 + 108 * DAY_MS);
+    let view = opportunity_view(&out, 1).expect("in the cohort");
+    let sustained = |v: &MissionView| {
+        v.outcomes
+            .iter()
+            .find(|o| o.name == "sustained_employment_180d")
+            .map(|o| o.status)
+    };
+    assert_eq!(
+        sustained(view),
+        Some(joinery_domain::OutcomeState::Pending),
+        "not final: an earlier end reported within HMRC's lateness could undo it"
+    );
+    // HMRC corrects the end to day 109, within its 7 days: the job lasted
+    // 89 days. No status reported final changes.
+    let mut corrected = end;
+    corrected.event.occurred_at = T0 + 109 * DAY_MS;
+    corrected.event.recorded_at += DAY_MS;
+    let out = p.apply(&rules, vec![corrected]);
+    assert!(out.counts.revisions.is_empty() && out.counts.late.is_empty());
+    // Another citizen's event on day 200: the window has closed.
+    let out = p.apply(&rules, vec![any_event(2, 9, 7, 200, 0)]);
+    let decided = opportunity_view(&out, 1).expect("decided");
+    assert_eq!(
+        sustained(decided),
+        Some(joinery_domain::OutcomeState::NotAchieved)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// "Final means final": after any journey, data within its
+    /// department's lateness before the partition's event time (the DfE's
+    /// 60 days, the others' 7) revises no status reported final, and is
+    /// not counted late: a new event of any kind dated then, or a
+    /// correction or retraction of an event dated then that moves it to
+    /// another time then.
+    #[test]
+    fn data_within_its_departments_lateness_never_revises_a_final_status(
+        arrivals in journey(),
+        (c, kind, n) in (0u8..3, 0u8..9, 0u8..3),
+        before in 0.0f64..1.0,
+        (pick, amend, retract) in (any::<usize>(), any::<bool>(), any::<bool>()),
+    ) {
+        let defs = missions();
+        let lateness = slow_dfe();
+        let rules = rules_with(&defs, lateness);
+        let mut p = Memory::default();
+        p.apply(&rules, arrivals.clone());
+        let now = p.max_time.expect("a batch ran");
+        let within = |a: &Arrival| {
+            let allowed = lateness.of(a.event.event_type.department());
+            a.event.occurred_at > now - allowed && a.event.occurred_at <= now
+        };
+        let recent: Vec<&Arrival> = arrivals.iter().filter(|a| within(a)).collect();
+        let extra = if amend && !recent.is_empty() {
+            // A correction (or retraction) of a recent event.
+            let mut a = recent[pick % recent.len()].clone();
+            let allowed = lateness.of(a.event.event_type.department());
+            a.event.occurred_at = now - ((allowed - 1) as f64 * before) as i64;
+            a.event.recorded_at = now + 1;
+            if retract {
+                a.event.fields.insert(
+                    joinery_domain::event::RETRACTED_FIELD.into(),
+                    FieldValue::Bool(true),
+                );
+            }
+            a
+        } else {
+            let mut a = any_event(c, 1_000_000, kind, 0, n);
+            let allowed = lateness.of(a.event.event_type.department());
+            a.event.occurred_at = now - ((allowed - 1) as f64 * before) as i64;
+            a.event.recorded_at = a.event.occurred_at;
+            a
+        };
+        let mut extra = extra;
+        extra.timestamp = now;
+        prop_assume!(within(&extra));
+        let out = p.apply(&rules, vec![extra]);
+        prop_assert_eq!(out.max_time, now, "the event does not move event time");
+        prop_assert!(out.counts.late.is_empty());
+        prop_assert!(out.counts.revisions.is_empty(), "revised: {:?}", out.views);
     }
 }
