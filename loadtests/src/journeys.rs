@@ -528,7 +528,14 @@ impl Population {
                 ("health_and_work", f.health_and_work(wm)),
                 ("safer_streets", f.safer_streets(wm)),
             ] {
-                if let Some((area, outcomes)) = eval {
+                if let Some((area, mut outcomes)) = eval {
+                    // Cohort membership, and so every status, is final only
+                    // once the watermark reaches the anchor.
+                    if f.anchor_day(mission).is_some_and(|d| d > wm) {
+                        for (_, status) in &mut outcomes {
+                            *status = Status::Pending;
+                        }
+                    }
                     let month = f.anchor_month(mission);
                     expected.add(mission, &area, &month, &outcomes);
                 }
@@ -800,16 +807,21 @@ impl Facts {
         }
     }
 
-    /// `YYYY-MM` of the mission's anchor: the first leaving of education,
+    /// The day of the mission's anchor: the first leaving of education,
     /// mental-health referral or release.
-    fn anchor_month(&self, mission: &str) -> String {
+    fn anchor_day(&self, mission: &str) -> Option<i64> {
         let first = |v: &[(i64, String)]| v.iter().map(|(d, _)| *d).min();
-        let day = match mission {
+        match mission {
             "opportunity" => first(&self.exits),
             "health_and_work" => first(&self.referrals),
             _ => first(&self.releases),
-        };
-        day.map_or_else(|| "unknown".into(), |d| date(d)[..7].to_owned())
+        }
+    }
+
+    /// `YYYY-MM` of the mission's anchor.
+    fn anchor_month(&self, mission: &str) -> String {
+        self.anchor_day(mission)
+            .map_or_else(|| "unknown".into(), |d| date(d)[..7].to_owned())
     }
 
     /// missions/opportunity.toml: left education aged 16-24; a job starting

@@ -10,7 +10,8 @@
 //!   least that long after it started, or still open with the watermark
 //!   past that point).
 //! - A status is reported decided (final) only when it was decided at or
-//!   before the watermark: achieved once the watermark has reached the
+//!   before the watermark, and the watermark has reached the anchor (the
+//!   cohort membership itself is final): achieved once the watermark has reached the
 //!   moment it was achieved (an achievement after the watermark may still
 //!   be undone by data within the allowed lateness, say an earlier end of
 //!   the job reported late, and is pending until then); not achieved once
@@ -369,7 +370,17 @@ impl Mission for MissionDef {
                     None => continue,
                 },
             };
-            let (view, deadline) = self.outcome(o, events, start, watermark);
+            let (mut view, mut deadline) = self.outcome(o, events, start, watermark);
+            if anchor_at > watermark && view.status != OutcomeState::Pending {
+                // Membership of the cohort is not final until the watermark
+                // reaches the anchor (a retraction or correction of the
+                // anchor event on time could undo it), so neither is a
+                // status, even one whose window opened earlier (`from`).
+                view.status = OutcomeState::Pending;
+                view.decided_at = None;
+                view.duration_days = None;
+                deadline = Some(anchor_at);
+            }
             next_deadline = earliest(next_deadline, deadline);
             outcomes.push(view);
         }

@@ -69,6 +69,8 @@ metrics! {
     PROCESSOR_IDLE = "joinery_processor_idle_seconds_total", "Time spent waiting for the first record of a batch", [];
     /// Watermarks.
     PROCESSOR_WATERMARK = "joinery_processor_watermark_seconds", "Watermark of each mission in each partition: the event time its statuses are final up to (Unix seconds)", ["partition", "mission"];
+    /// Quarantined outbox entries.
+    OUTBOX_QUARANTINED = "joinery_outbox_quarantined_total", "Views and dead letters Kafka refused for good (too large, an invalid record), moved from the processor's outbox to its quarantine so that the partition goes on, by topic and reason", ["topic", "reason"];
     /// Late events.
     PROCESSOR_LATE_EVENTS = "joinery_processor_late_events_total", "Events applied after their department's allowed lateness had passed (they may revise figures already reported final), by department", ["department"];
     /// Revisions of final statuses.

@@ -40,6 +40,14 @@ pub const SOURCE_OFFSET_HEADER: &str = "joinery.source.offset";
 /// Prefix of a dead letter's copy of each of the refused record's own
 /// headers (e.g. a control record's `joinery.control`), restored on replay.
 pub const ORIGINAL_HEADER_PREFIX: &str = "joinery.original.";
+/// Dead-letter header, set when the refused record was too large to copy
+/// into a dead letter (with its headers it would exceed the largest record
+/// Kafka takes): its size. The record is still at its source offset.
+pub const PAYLOAD_OMITTED_HEADER: &str = "joinery.payload_omitted";
+/// The most bytes (key, value and headers) a dead letter copies of a
+/// refused record; below librdkafka's default `message.max.bytes`
+/// (1,000,000) with room for the dead letter's own headers.
+pub const MAX_DEAD_LETTER_BYTES: usize = 900_000;
 /// Dead-letter header: the service that refused the record.
 pub const SERVICE_HEADER: &str = "joinery.service";
 

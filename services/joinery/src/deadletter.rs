@@ -17,8 +17,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use joinery_runtime::kafka::KafkaSettings;
 use joinery_wire::names::{
-    DEAD_LETTER_TOPIC, ERROR_HEADER, ORIGINAL_HEADER_PREFIX, REASON_HEADER, SERVICE_HEADER,
-    SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER,
+    DEAD_LETTER_TOPIC, ERROR_HEADER, ORIGINAL_HEADER_PREFIX, PAYLOAD_OMITTED_HEADER, REASON_HEADER,
+    SERVICE_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -190,6 +190,16 @@ pub(crate) async fn run(kafka: &KafkaSettings, args: DeadLetterArgs) -> Result<(
                 let topic = d.header(SOURCE_TOPIC_HEADER);
                 if topic.is_empty() {
                     println!("{:>8}  skipped: no source topic", d.offset);
+                    continue;
+                }
+                if !d.header(PAYLOAD_OMITTED_HEADER).is_empty() {
+                    println!(
+                        "{:>8}  skipped: its record was too large to copy ({}); it is at {topic} partition {} offset {}",
+                        d.offset,
+                        d.header(PAYLOAD_OMITTED_HEADER),
+                        d.header(SOURCE_PARTITION_HEADER),
+                        d.header(SOURCE_OFFSET_HEADER)
+                    );
                     continue;
                 }
                 if dry_run {

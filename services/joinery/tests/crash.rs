@@ -23,7 +23,7 @@ use rdkafka::producer::FutureProducer;
 
 fn spawn_service(stack: &Stack, name: &str, listen: &str) -> Result<Child> {
     let group = format!("{}crash-{name}", stack.kafka.namespace);
-    spawn_instance(stack, name, listen, name, &group)
+    spawn_instance(stack, name, listen, name, &group, &[])
 }
 
 /// The trial's log file `name.log`, appended to.
@@ -49,16 +49,18 @@ fn joinery(stack: &Stack, args: &[&str]) -> Command {
 }
 
 /// Starts a service process; `instance` names its data directory and log,
-/// `group` its consumer group.
+/// `group` its consumer group; `env` adds settings.
 fn spawn_instance(
     stack: &Stack,
     name: &str,
     listen: &str,
     instance: &str,
     group: &str,
+    env: &[(String, String)],
 ) -> Result<Child> {
     let data = stack.dir.path().join(format!("{instance}-data"));
     Ok(joinery(stack, &[name])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("JOINERY_PROCESSOR_LISTEN", listen)
         .env("JOINERY_PROJECTIONS_LISTEN", listen)
         .env("JOINERY_PROCESSOR_DATA_DIR", &data)
@@ -260,8 +262,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// gateway while processor and projections processes are SIGKILLed at
 /// random moments: during the load and the catch-up, right after a restart
 /// (the outbox flush, restores), with a processor's state lost (a restore
-/// from the log), with a second processor instance (rebalances), and with a
-/// rebuild killed midway and run again. After each trial, every mission's
+/// from the log), with a second processor instance (rebalances), with
+/// timers firing a few at a time (kills between the steps of a backlog),
+/// and with a rebuild killed midway and run again. After each trial, every mission's
 /// figures (headline, by area, by cohort month, by area over a range of
 /// months) and watermark must equal those of a clean projections instance
 /// over the same views, every citizen's newest view must equal the
@@ -322,6 +325,9 @@ struct Kills {
     state_lost: u32,
     /// Rebuilds SIGKILLed midway (then run again to the end).
     rebuilds_killed: u32,
+    /// Trials whose processors fire at most 5 to 200 timers per step, so
+    /// that kills land between the steps of a timer backlog.
+    small_timer_steps: u32,
 }
 
 impl Kills {
@@ -333,6 +339,7 @@ impl Kills {
         self.during_start += o.during_start;
         self.state_lost += o.state_lost;
         self.rebuilds_killed += o.rebuilds_killed;
+        self.small_timer_steps += o.small_timer_steps;
     }
 }
 
@@ -343,17 +350,29 @@ struct Proc {
     listen: String,
     instance: String,
     group: String,
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
     fn spawn(stack: &Stack, service: &'static str, instance: &str, group: &str) -> Result<Proc> {
+        Proc::spawn_with(stack, service, instance, group, Vec::new())
+    }
+
+    fn spawn_with(
+        stack: &Stack,
+        service: &'static str,
+        instance: &str,
+        group: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Proc> {
         let listen = free_addr()?;
         Ok(Proc {
-            child: spawn_instance(stack, service, &listen, instance, group)?,
+            child: spawn_instance(stack, service, &listen, instance, group, &env)?,
             service,
             listen,
             instance: instance.to_owned(),
             group: group.to_owned(),
+            env,
         })
     }
 
@@ -368,6 +387,7 @@ impl Proc {
             &self.listen,
             &self.instance,
             &self.group,
+            &self.env,
         )?;
         Ok(())
     }
@@ -399,7 +419,11 @@ async fn kill_and_restart(
     p.kill()?;
     count(kills);
     if lose_state {
-        std::fs::remove_dir_all(stack.dir.path().join(format!("{}-data", p.instance)))?;
+        // (None yet when it was killed before it made one.)
+        match std::fs::remove_dir_all(stack.dir.path().join(format!("{}-data", p.instance))) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r?,
+        }
         kills.state_lost += 1;
     }
     pause(rng, 0..400).await;
@@ -426,18 +450,29 @@ async fn trial(seed: u64) -> Result<Kills> {
         ..Kills::default()
     };
     let ns = stack.kafka.namespace.clone();
-    let mut processors = vec![Proc::spawn(
+    let mut env = Vec::new();
+    if rng.random_bool(0.5) {
+        let steps: usize = rng.random_range(5..200);
+        env.push((
+            "JOINERY_PROCESSOR_MAX_TIMERS_PER_BATCH".to_owned(),
+            steps.to_string(),
+        ));
+        kills.small_timer_steps += 1;
+    }
+    let mut processors = vec![Proc::spawn_with(
         &stack,
         "processor",
         "processor-a",
         &format!("{ns}crash-processor"),
+        env.clone(),
     )?];
     if rng.random_bool(0.4) {
-        processors.push(Proc::spawn(
+        processors.push(Proc::spawn_with(
             &stack,
             "processor",
             "processor-b",
             &format!("{ns}crash-processor"),
+            env,
         )?);
         kills.two_processors += 1;
     }
@@ -651,18 +686,22 @@ async fn assert_newest_views_equal(
     let registry = RegistryClient::new(&stack.registry_url);
     let catalog = Catalog::load();
     let mut mismatches = Vec::new();
+    let mut read = Vec::new();
     for m in missions {
         let id = m.id.as_str();
         let mut newest: HashMap<String, MissionView> = HashMap::new();
+        let records = read_topic(
+            &stack.kafka,
+            &stack.kafka.topic(&format!("joinery.views.{id}")),
+        )?;
+        read.push(format!("{id}: {} records", records.len()));
         for Record {
             key,
             value: payload,
             headers,
             ..
-        } in read_topic(
-            &stack.kafka,
-            &stack.kafka.topic(&format!("joinery.views.{id}")),
-        )? {
+        } in records
+        {
             if headers.iter().any(|(k, _)| k == "joinery.control") {
                 continue;
             }
@@ -690,8 +729,9 @@ async fn assert_newest_views_equal(
     }
     anyhow::ensure!(
         mismatches.is_empty(),
-        "{} citizens' newest views differ from the clean replay:\n{}",
+        "{} citizens' newest views differ from the clean replay ({}):\n{}",
         mismatches.len(),
+        read.join(", "),
         mismatches[..mismatches.len().min(20)].join("\n")
     );
     Ok(())
@@ -723,11 +763,11 @@ async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
     stack.projections_url = format!("http://{proj_addr}");
     let (a_addr, b_addr) = (free_addr()?, free_addr()?);
     let mut projections = spawn_service(&stack, "projections", &proj_addr)?;
-    let mut a = spawn_instance(&stack, "processor", &a_addr, "processor-a", &group)?;
+    let mut a = spawn_instance(&stack, "processor", &a_addr, "processor-a", &group, &[])?;
     let chunks: Vec<_> = records.chunks(records.len() / 4 + 1).collect();
 
     joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[0]).await?;
-    let mut b = spawn_instance(&stack, "processor", &b_addr, "processor-b", &group)?;
+    let mut b = spawn_instance(&stack, "processor", &b_addr, "processor-b", &group, &[])?;
     let http = reqwest::Client::new();
     let assigned =
         |addr: String| {
@@ -753,7 +793,7 @@ async fn two_processors_rebalance_and_survive_losing_one() -> Result<()> {
     sigkill(&mut a)?;
     let lost_at = Instant::now();
     joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[2]).await?;
-    a = spawn_instance(&stack, "processor", &a_addr, "processor-a", &group)?;
+    a = spawn_instance(&stack, "processor", &a_addr, "processor-a", &group, &[])?;
     joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, chunks[3]).await?;
 
     assert_equals_clean_replay(&stack, &registry, &catalog).await?;

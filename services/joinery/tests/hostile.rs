@@ -617,3 +617,194 @@ async fn a_department_corrects_and_retracts_an_event_it_sent() -> Result<()> {
         .await?;
     stack.shutdown().await
 }
+
+/// Every numeric field of the schemas (`occurred_at`, `recorded_at`,
+/// `disposal_date`) at the extremes of its type, produced directly: in this
+/// debug build any overflow would panic and stop the processor. Each record
+/// is applied or dead-lettered with a reason, and a normal event afterwards
+/// still reaches the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_numeric_field_at_its_extremes_stops_nothing() -> Result<()> {
+    let stack = Stack::start("hostile-numbers").await?;
+    let catalog = Catalog::load();
+    let registry = RegistryClient::new(&stack.registry_url);
+    let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
+    let producer: FutureProducer = stack.kafka.producer("hostile-numbers").create()?;
+    let now = chrono::Utc::now().timestamp_millis();
+
+    // One event of each type the generator writes, as a direct producer
+    // would send it, then a copy with each numeric field at each extreme
+    // (alone, and with every numeric field at it), each its own event.
+    let population = joinery_loadtests::journeys::Population::generate(
+        joinery_loadtests::journeys::GeneratorConfig::new(400, 17),
+    );
+    let mut bases: std::collections::BTreeMap<EventType, serde_json::Value> = Default::default();
+    for e in &population.events {
+        bases.entry(e.event_type).or_insert_with(|| e.json.clone());
+    }
+    assert!(
+        bases.len() >= 10 && bases.contains_key(&EventType::ProvenReoffence),
+        "the generator writes most event types: {:?}",
+        bases.keys().collect::<Vec<_>>()
+    );
+    let extremes = [
+        i64::MIN,
+        i64::MIN + 1,
+        -1,
+        0,
+        1,
+        now,
+        i64::MAX - 1,
+        i64::MAX,
+    ];
+    let mut records = Vec::new();
+    let mut n = 0u128;
+    for base in bases.values() {
+        let numeric: Vec<&str> = ["occurred_at", "recorded_at", "disposal_date"]
+            .into_iter()
+            .filter(|f| base.get(f).is_some() || *f != "disposal_date")
+            .collect();
+        for v in extremes {
+            let fields: Vec<Vec<&str>> = numeric
+                .iter()
+                .map(|f| vec![*f])
+                .chain([numeric.clone()])
+                .collect();
+            for set_these in fields {
+                n += 1;
+                let mut json = base.clone();
+                json["event_id"] = json!(uuid::Uuid::from_u128(0xE0000 + n).to_string());
+                records.push(direct(json, |f| {
+                    for name in &set_these {
+                        set(f, name, Value::TimestampMillis(v));
+                    }
+                })?);
+            }
+        }
+    }
+    let produced = records.len() as f64;
+    joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, &records).await?;
+
+    // Every record is accounted for: applied, a duplicate, or dead-lettered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = stack
+            .prometheus_sum(&stack.processor_url, "joinery_processor_events_total", &[])
+            .await
+            .unwrap_or(0.0);
+        let dead = stack
+            .prometheus_sum(&stack.processor_url, "joinery_dead_letters_total", &[])
+            .await
+            .unwrap_or(0.0);
+        if events + dead >= produced {
+            assert!(dead > 0.0, "dates that cannot be true are dead-lettered");
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{events} applied and {dead} dead-lettered of {produced} produced; is the processor still running?"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let dead = read_topic(&stack.kafka, &stack.kafka.topic("joinery.deadletter"))?;
+    assert!(dead.iter().all(|r| r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "joinery.reason" && !v.is_empty())));
+
+    // A normal event afterwards reaches the metrics.
+    let before = stack.metrics(OPERATOR_TOKEN, "").await?.1;
+    let left = day(now - 3 * DAY_MS);
+    let (status, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited("7a1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1", "ZX123456A", &left),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    let was = cohort(&before).unwrap_or(0);
+    stack
+        .wait_for_metrics("the normal leaver", |m| cohort(m) == Some(was + 1))
+        .await?;
+    stack.shutdown().await
+}
+
+/// A view Kafka refuses for good (here the safer-streets view topic takes
+/// no record over 64 bytes) is quarantined with a metric, and the
+/// partition goes on: the other missions' views, and later events, still
+/// reach the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_view_kafka_refuses_is_quarantined_and_the_partition_goes_on() -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let stack = Stack::start("hostile-quarantine").await?;
+    stack
+        .wait_for_metrics("projections to start", |m| m["mission"] == "opportunity")
+        .await?;
+    let topic = stack.kafka.topic("joinery.views.safer_streets");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        stack.kafka.client("hostile-quarantine").create()?;
+    for r in admin
+        .alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("max.message.bytes", "64")],
+            &AdminOptions::new(),
+        )
+        .await?
+    {
+        r.map_err(|(what, e)| anyhow::anyhow!("{what:?}: {e}"))?;
+    }
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let release = json!({"type": "moj.ReleasedFromCustody", "event_id": "7b1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1",
+        "occurred_at": day(now - 5 * DAY_MS), "nino": "AB654321C", "area_code": "E08000025",
+        "establishment_code": "MDI", "release_type": "LICENCE"});
+    let (s, body) = stack.post(MOJ_TOKEN, release).await?;
+    assert_eq!(s, 202, "{body}");
+    let left = day(now - 4 * DAY_MS);
+    let (s, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited("7b1e2d3c-4b5a-4978-8695-a4b3c2d1e0f2", "AB654321C", &left),
+        )
+        .await?;
+    assert_eq!(s, 202);
+    stack
+        .wait_for_metrics("the leaver", |m| cohort(m) == Some(1))
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let quarantined = stack
+            .prometheus_sum(
+                &stack.processor_url,
+                "joinery_outbox_quarantined_total",
+                &["reason=\"too_large\"", &format!("topic=\"{topic}\"")],
+            )
+            .await
+            .unwrap_or(0.0);
+        if quarantined > 0.0 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no quarantined view counted"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The partition goes on: a later leaver counts too.
+    let (s, _) = stack
+        .post(
+            DFE_TOKEN,
+            education_exited("7b1e2d3c-4b5a-4978-8695-a4b3c2d1e0f3", "CE123456A", &left),
+        )
+        .await?;
+    assert_eq!(s, 202);
+    stack
+        .wait_for_metrics("the second leaver", |m| cohort(m) == Some(2))
+        .await?;
+    let health = stack
+        .http
+        .get(format!("{}/healthz", stack.processor_url))
+        .send()
+        .await?;
+    assert_eq!(health.status(), 200);
+    stack.shutdown().await
+}

@@ -51,6 +51,10 @@ pub struct ProcessorConfig {
     pub max_events_per_citizen: usize,
     /// Most records per batch (one RocksDB write, one produce round).
     pub max_batch: usize,
+    /// The most timers one partition step fires (default 40,000): when
+    /// event time passes more deadlines at once, the rest fire in further
+    /// steps, each written on its own, so that memory stays bounded.
+    pub max_timers_per_batch: usize,
     /// Threads working a batch's source partitions in parallel (default:
     /// the machine's cores). Partitions share no state, so results do not
     /// depend on it.
@@ -80,6 +84,7 @@ impl ProcessorConfig {
             event_time_horizon: joinery_domain::event::DEFAULT_EVENT_TIME_HORIZON,
             max_events_per_citizen: 2_000,
             max_batch: 40_000,
+            max_timers_per_batch: 40_000,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             missions_dir: PathBuf::from("missions"),
             store: StoreOptions::default(),

@@ -20,7 +20,9 @@ use rustc_hash::FxHashMap;
 
 use crate::outbox::Entry;
 use crate::step::Arrival;
-use joinery_wire::names::{dead_letter_headers, DEAD_LETTER_TOPIC};
+use joinery_wire::names::{
+    dead_letter_headers, DEAD_LETTER_TOPIC, MAX_DEAD_LETTER_BYTES, PAYLOAD_OMITTED_HEADER,
+};
 
 /// A consumed record's parts, borrowed for the batch, that the partition
 /// workers share.
@@ -151,11 +153,79 @@ pub(crate) fn dead_letter(
         error,
         "dead-lettering record"
     );
+    let mut headers =
+        dead_letter_headers(reason, error, m.topic, m.partition, m.offset, "processor");
+    let size = m.key.len() + m.payload.len();
+    let payload = if size > MAX_DEAD_LETTER_BYTES {
+        // Kafka would refuse the copy: the dead letter says where the
+        // record is instead.
+        headers.push((PAYLOAD_OMITTED_HEADER.into(), format!("{size} bytes")));
+        Vec::new()
+    } else {
+        m.payload.to_vec()
+    };
     Entry {
         topic: kafka.topic(DEAD_LETTER_TOPIC),
-        key: m.key.to_vec(),
-        payload: m.payload.to_vec(),
-        headers: dead_letter_headers(reason, error, m.topic, m.partition, m.offset, "processor"),
+        key: if size > MAX_DEAD_LETTER_BYTES {
+            Vec::new()
+        } else {
+            m.key.to_vec()
+        },
+        payload,
+        headers,
         partition: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(key: &'a [u8], payload: &'a [u8]) -> Input<'a> {
+        Input {
+            topic: "joinery.events.dfe",
+            partition: 2,
+            offset: 41,
+            timestamp: 0,
+            key,
+            payload,
+            writer: Err(DecodeError::UnknownSchemaId(9)),
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_record_unless_kafka_could_not_take_the_copy() {
+        let kafka = KafkaSettings::new("127.0.0.1:1");
+        let small = dead_letter(&kafka, &input(b"k", b"v"), "corrupt_avro", "bad");
+        assert_eq!(
+            (small.key.as_slice(), small.payload.as_slice()),
+            (&b"k"[..], &b"v"[..])
+        );
+        assert!(small
+            .headers
+            .iter()
+            .all(|(k, _)| k != PAYLOAD_OMITTED_HEADER));
+
+        // With its headers the copy would pass the largest record Kafka
+        // takes: the dead letter says where the record is instead.
+        let big = vec![7u8; MAX_DEAD_LETTER_BYTES];
+        let letter = dead_letter(&kafka, &input(b"k", &big), "corrupt_avro", "bad");
+        assert!(letter.payload.is_empty() && letter.key.is_empty());
+        let header = |name: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header(PAYLOAD_OMITTED_HEADER), Some("900001 bytes"));
+        assert_eq!(
+            header(joinery_wire::names::SOURCE_OFFSET_HEADER),
+            Some("41")
+        );
+        assert_eq!(
+            header(joinery_wire::names::SOURCE_PARTITION_HEADER),
+            Some("2")
+        );
     }
 }

@@ -7,6 +7,19 @@
 /// Key prefix of outbox entries: `x/<seq as u64 big-endian>`.
 pub(crate) const PREFIX: &[u8] = b"x/";
 
+/// Key prefix of quarantined entries, which Kafka refused for good (too
+/// large, an invalid record): `q/<seq as u64 big-endian>`, the entry then
+/// the reason. Kept for an operator, never produced again, never blocking
+/// the partition behind them.
+pub(crate) const QUARANTINE_PREFIX: &[u8] = b"q/";
+
+/// The key of quarantined entry `seq`.
+pub(crate) fn quarantine_key(seq: u64) -> Vec<u8> {
+    let mut k = QUARANTINE_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 /// One record waiting to be produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {

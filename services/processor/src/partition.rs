@@ -20,8 +20,17 @@ pub(crate) trait PartitionReader {
     /// The greatest event time stored for the partition (`None` before its
     /// first batch).
     fn max_time(&self) -> anyhow::Result<Option<Millis>>;
-    /// Timers due in `(after, upto]` (event time), by time then citizen.
-    fn due_timers(&self, after: Millis, upto: Millis) -> anyhow::Result<Vec<(Millis, CitizenKey)>>;
+    /// The event time every timer has fired up to, when an earlier step
+    /// left due timers for later (`None`: up to the stored event time).
+    fn fired_upto(&self) -> anyhow::Result<Option<Millis>>;
+    /// The first `limit` timers due in `(after, upto]` (event time), by
+    /// time then citizen.
+    fn due_timers(
+        &self,
+        after: Millis,
+        upto: Millis,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Millis, CitizenKey)>>;
     /// The stored records of `citizens` (sorted, distinct), in that order.
     fn records(&self, citizens: &[&CitizenKey]) -> anyhow::Result<Vec<Option<CitizenRecord>>>;
 }
@@ -32,12 +41,15 @@ pub(crate) fn work(
     rules: &Rules<'_>,
     arrivals: Vec<Arrival>,
 ) -> anyhow::Result<StepOutput> {
-    let plan = rules.plan(reader.max_time()?, &arrivals);
-    let due_timers = if plan.fires_timers() {
-        reader.due_timers(plan.previous, plan.max_time)?
+    let plan = rules.plan(reader.max_time()?, reader.fired_upto()?, &arrivals);
+    let limit = rules.max_timers.max(1);
+    let mut due_timers = if plan.fires_timers() {
+        reader.due_timers(plan.fired_upto, plan.max_time, limit + 1)?
     } else {
         Vec::new()
     };
+    let more_timers = due_timers.len() > limit;
+    due_timers.truncate(limit);
     let mut wanted: Vec<&CitizenKey> = arrivals
         .iter()
         .map(|a| &a.event.citizen_key)
@@ -52,6 +64,7 @@ pub(crate) fn work(
         }
     }
     loaded.due_timers = due_timers;
+    loaded.more_timers = more_timers;
     Ok(step::step(rules, &plan, loaded, arrivals))
 }
 
@@ -76,15 +89,33 @@ impl PartitionReader for StorePartition<'_> {
         }
     }
 
-    fn due_timers(&self, after: Millis, upto: Millis) -> anyhow::Result<Vec<(Millis, CitizenKey)>> {
-        // Timers at or before the previous event time have fired and every
-        // new timer lies after the event time it was set at, so only
-        // (previous, current] can hold due timers; starting there also skips
-        // the tombstones of timers already fired.
+    fn fired_upto(&self) -> anyhow::Result<Option<Millis>> {
+        match self.store.get(state::fired_upto_key(self.partition))? {
+            Some(b) => Ok(Some(Millis::from_be_bytes(
+                b.as_slice().try_into().map_err(|_| {
+                    anyhow::anyhow!("corrupt timer position of partition {}", self.partition)
+                })?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    fn due_timers(
+        &self,
+        after: Millis,
+        upto: Millis,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Millis, CitizenKey)>> {
+        // Timers at or before `after` have fired and every new timer lies
+        // after the event time it was set at, so only (after, upto] can
+        // hold due timers; starting there also skips the tombstones of
+        // timers already fired.
         let p = self.partition;
-        let due = self
-            .store
-            .scan_range(&state::timer_end(p, after), &state::timer_end(p, upto))?;
+        let due = self.store.scan_range_limit(
+            &state::timer_end(p, after),
+            &state::timer_end(p, upto),
+            limit,
+        )?;
         // A key that does not parse cannot name a citizen to wake: it is
         // logged and passed over (the range moves on with event time, so
         // it is met once), never allowed to stop the partition.
@@ -125,6 +156,10 @@ pub(crate) fn write_ops(p: i32, out: &StepOutput) -> anyhow::Result<Vec<Op>> {
     ops.push((
         state::max_time_key(p),
         Some(out.max_time.to_be_bytes().to_vec()),
+    ));
+    ops.push((
+        state::fired_upto_key(p),
+        out.backlog().then(|| out.fired_upto.to_be_bytes().to_vec()),
     ));
     for (deadline, c) in &out.timers_cleared {
         ops.push((state::timer_key(p, *deadline, c), None));

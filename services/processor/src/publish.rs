@@ -7,6 +7,13 @@
 //! background while later batches are worked; [`Publisher::reap`] deletes
 //! acknowledged entries in batch order. At start-up
 //! [`Publisher::flush_outbox`] republishes what a previous run left.
+//!
+//! An entry Kafka refuses for good (larger than the largest record it
+//! takes, an invalid record) would otherwise stop the processor on every
+//! start: it is moved to a quarantine in the state store instead, counted
+//! (`joinery_outbox_quarantined_total{topic,reason}`, which an alert
+//! watches) and logged, and the partition goes on. Any other failure stops
+//! the processor with the entries kept, and the restart republishes them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +22,10 @@ use std::time::Duration;
 
 use joinery_store::Store;
 use parking_lot::Mutex;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::outbox::{self, Entry};
 
@@ -24,18 +33,42 @@ use crate::outbox::{self, Entry};
 /// batches are worked.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
+/// An entry Kafka refused for good: its outbox sequence number, the reason
+/// code and Kafka's error.
+type Refused = (u64, &'static str, String);
+
 /// A batch whose views await Kafka's acknowledgement, and its outbox
-/// ranges (first sequence number, count), deleted once it is acknowledged.
+/// ranges (first sequence number, count), deleted once it is acknowledged;
+/// the task returns the entries Kafka refused for good.
 struct InFlight {
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<Vec<Refused>>>,
     ranges: Vec<(u64, u64)>,
 }
 
 /// What a worker handed to the producer: the outbox sequence numbers from
-/// `first_seq` and their pending deliveries.
+/// `first_seq`, their pending deliveries, and those the producer refused
+/// for good at once.
 pub(crate) struct Handed {
     first_seq: u64,
-    deliveries: Vec<DeliveryFuture>,
+    count: u64,
+    deliveries: Vec<(u64, DeliveryFuture)>,
+    refused: Vec<Refused>,
+}
+
+/// Why Kafka will never take a record, when `err` says so: the reason code
+/// of its quarantine. Other errors (the broker unreachable, a timeout, no
+/// authorisation) are not the record's fault.
+pub(crate) fn undeliverable(err: &KafkaError) -> Option<&'static str> {
+    match err.rdkafka_error_code()? {
+        RDKafkaErrorCode::MessageSizeTooLarge
+        | RDKafkaErrorCode::MessageBatchTooLarge
+        | RDKafkaErrorCode::InvalidMessageSize => Some("too_large"),
+        RDKafkaErrorCode::InvalidMessage
+        | RDKafkaErrorCode::InvalidRecord
+        | RDKafkaErrorCode::InvalidTimestamp
+        | RDKafkaErrorCode::PolicyViolation => Some("invalid_record"),
+        _ => None,
+    }
 }
 
 /// The processor's producer and its outbox bookkeeping.
@@ -48,6 +81,8 @@ pub(crate) struct Publisher {
     next_seq: AtomicU64,
     /// Batches awaiting acknowledgement, oldest first.
     in_flight: Mutex<VecDeque<InFlight>>,
+    /// Entries Kafka refused for good, by topic and reason.
+    quarantined: prometheus::IntCounterVec,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -77,19 +112,56 @@ fn record<'a>(e: &'a Entry) -> FutureRecord<'a, [u8], [u8]> {
 }
 
 impl Publisher {
-    /// A publisher over `store`'s outbox, numbering after its last entry.
-    pub(crate) fn new(producer: FutureProducer, store: Arc<Store>) -> anyhow::Result<Publisher> {
-        let next_seq = store
-            .scan(outbox::PREFIX, None)?
-            .last()
-            .and_then(|(k, _)| outbox::seq_of(k))
+    /// A publisher over `store`'s outbox, numbering after its last entry
+    /// (or quarantined entry); `quarantined` counts what Kafka refuses for
+    /// good, by topic and reason.
+    pub(crate) fn new(
+        producer: FutureProducer,
+        store: Arc<Store>,
+        quarantined: prometheus::IntCounterVec,
+    ) -> anyhow::Result<Publisher> {
+        let last = |prefix: &[u8]| -> anyhow::Result<Option<u64>> {
+            Ok(store.scan(prefix, None)?.last().and_then(|(k, _)| {
+                k.strip_prefix(prefix)
+                    .and_then(|s| s.try_into().ok())
+                    .map(u64::from_be_bytes)
+            }))
+        };
+        let next_seq = last(outbox::PREFIX)?
+            .max(last(outbox::QUARANTINE_PREFIX)?)
             .map_or(0, |s| s + 1);
         Ok(Publisher {
             producer,
             store,
             next_seq: next_seq.into(),
             in_flight: Mutex::default(),
+            quarantined,
         })
+    }
+
+    /// Moves the entries Kafka refused for good from the outbox to the
+    /// quarantine, with the reason, and counts them.
+    fn quarantine(&self, refused: &[Refused]) -> anyhow::Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.store.batch();
+        for (seq, reason, error) in refused {
+            let Some(entry) = self.store.get(outbox::key(*seq))? else {
+                continue;
+            };
+            let topic = Entry::decode(&entry).map_or_else(String::new, |e| e.topic);
+            tracing::error!(seq, topic = %topic, reason, error = %error, bytes = entry.len(), "Kafka refused an outbox entry for good; quarantined in the processor's state (q/), the partition goes on");
+            self.quarantined
+                .with_label_values(&[topic.as_str(), reason])
+                .inc();
+            let mut kept = entry;
+            kept.extend_from_slice(format!("\n{reason}: {error}").as_bytes());
+            batch.put(outbox::quarantine_key(*seq), kept);
+            batch.delete(outbox::key(*seq));
+        }
+        self.store.write(batch)?;
+        Ok(())
     }
 
     /// Reserves `n` outbox sequence numbers; returns the first.
@@ -101,12 +173,19 @@ impl Publisher {
     /// to the producer in order, waiting while its queue is full.
     pub(crate) fn hand(&self, first_seq: u64, entries: &[Entry]) -> anyhow::Result<Handed> {
         let mut deliveries = Vec::with_capacity(entries.len());
-        for e in entries {
+        let mut refused = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let seq = first_seq + i as u64;
             let mut r = record(e);
             loop {
                 match self.producer.send_result(r) {
                     Ok(d) => {
-                        deliveries.push(d);
+                        deliveries.push((seq, d));
+                        break;
+                    }
+                    Err((err, _)) if undeliverable(&err).is_some() => {
+                        let reason = undeliverable(&err).expect("checked");
+                        refused.push((seq, reason, err.to_string()));
                         break;
                     }
                     Err((
@@ -124,7 +203,9 @@ impl Publisher {
         }
         Ok(Handed {
             first_seq,
+            count: entries.len() as u64,
             deliveries,
+            refused,
         })
     }
 
@@ -136,17 +217,23 @@ impl Publisher {
     /// republishing it sends each citizen's views in their original order
     /// (the newest view stays the last, and so the compacted one). A failed
     /// delivery stops the processor: its entries stay in the outbox and the
-    /// restart republishes them.
+    /// restart republishes them; one Kafka refuses for good is quarantined.
     pub(crate) fn await_deliveries(&self, shares: Vec<Handed>) {
-        let ranges: Vec<(u64, u64)> = shares
-            .iter()
-            .map(|h| (h.first_seq, h.deliveries.len() as u64))
-            .collect();
-        let deliveries: Vec<_> = shares.into_iter().flat_map(|h| h.deliveries).collect();
+        let ranges: Vec<(u64, u64)> = shares.iter().map(|h| (h.first_seq, h.count)).collect();
+        let mut refused: Vec<Refused> = Vec::new();
+        let mut deliveries = Vec::new();
+        for h in shares {
+            refused.extend(h.refused);
+            deliveries.extend(h.deliveries);
+        }
         let handle = tokio::spawn(async move {
-            for d in deliveries {
+            for (seq, d) in deliveries {
                 match d.await {
                     Ok(Ok(_)) => {}
+                    Ok(Err((err, _))) if undeliverable(&err).is_some() => {
+                        let reason = undeliverable(&err).expect("checked");
+                        refused.push((seq, reason, err.to_string()));
+                    }
                     Ok(Err((err, msg))) => anyhow::bail!(
                         "producing to {} failed: {err}; stopping so that the outbox is republished on restart",
                         rdkafka::Message::topic(&msg)
@@ -154,7 +241,7 @@ impl Publisher {
                     Err(_) => anyhow::bail!("a delivery was cancelled; stopping so that the outbox is republished on restart"),
                 }
             }
-            Ok(())
+            Ok(refused)
         });
         self.in_flight.lock().push_back(InFlight { handle, ranges });
     }
@@ -179,7 +266,8 @@ impl Publisher {
             let Some(batch) = next else {
                 return Ok(());
             };
-            batch.handle.await??;
+            let refused = batch.handle.await??;
+            self.quarantine(&refused)?;
             let mut deletes = self.store.batch();
             for (first, count) in batch.ranges {
                 for seq in first..first + count {
@@ -190,23 +278,29 @@ impl Publisher {
         }
     }
 
-    /// Produces entries in order and waits for every acknowledgement.
-    async fn publish(&self, entries: &[Entry]) -> anyhow::Result<()> {
+    /// Produces entries (with their sequence numbers) in order and waits
+    /// for every acknowledgement; returns those Kafka refused for good.
+    async fn publish(&self, entries: &[(u64, Entry)]) -> anyhow::Result<Vec<Refused>> {
         let pending: Vec<_> = entries
             .iter()
-            .map(|e| self.producer.send(record(e), Duration::from_secs(60)))
+            .map(|(_, e)| self.producer.send(record(e), Duration::from_secs(60)))
             .collect();
-        for (r, e) in futures::future::join_all(pending)
+        let mut refused = Vec::new();
+        for (r, (seq, e)) in futures::future::join_all(pending)
             .await
             .into_iter()
             .zip(entries)
         {
-            if let Err((err, _)) = r {
-                // The entries stay in the outbox; the restart publishes them.
-                anyhow::bail!("producing to {} failed: {err}; stopping so that the outbox is republished on restart", e.topic);
+            match r {
+                Ok(_) => {}
+                Err((err, _)) => match undeliverable(&err) {
+                    Some(reason) => refused.push((*seq, reason, err.to_string())),
+                    // The entries stay in the outbox; the restart publishes them.
+                    None => anyhow::bail!("producing to {} failed: {err}; stopping so that the outbox is republished on restart", e.topic),
+                },
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Publishes what a previous run wrote but may not have produced.
@@ -220,18 +314,54 @@ impl Publisher {
             "republishing the outbox left by the previous run"
         );
         let mut entries = Vec::with_capacity(pending.len());
+        let mut corrupt = Vec::new();
         for (k, v) in &pending {
-            let entry = Entry::decode(v)
-                .ok_or_else(|| anyhow::anyhow!("corrupt outbox entry {:?}", outbox::seq_of(k)))?;
-            entries.push(entry);
+            let seq = outbox::seq_of(k)
+                .ok_or_else(|| anyhow::anyhow!("an outbox key of the wrong shape: {k:?}"))?;
+            match Entry::decode(v) {
+                Some(entry) => entries.push((seq, entry)),
+                None => {
+                    corrupt.push((seq, "corrupt_entry", "the entry does not decode".to_owned()))
+                }
+            }
         }
         // In sequence order: each citizen's views go out in their order.
-        self.publish(&entries).await?;
+        let refused = self.publish(&entries).await?;
+        self.quarantine(&corrupt)?;
+        self.quarantine(&refused)?;
         let mut batch = self.store.batch();
         for (k, _) in &pending {
             batch.delete(k);
         }
         self.store.write(batch)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_that_no_retry_can_change_quarantines_an_entry() {
+        let produce = |code| KafkaError::MessageProduction(code);
+        assert_eq!(
+            undeliverable(&produce(RDKafkaErrorCode::MessageSizeTooLarge)),
+            Some("too_large")
+        );
+        assert_eq!(
+            undeliverable(&produce(RDKafkaErrorCode::InvalidRecord)),
+            Some("invalid_record")
+        );
+        // The broker away, a full queue, a timeout or a missing ACL are not
+        // the record's fault: the processor stops and republishes on restart.
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert_eq!(undeliverable(&produce(code)), None, "{code:?}");
+        }
     }
 }

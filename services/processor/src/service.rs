@@ -108,7 +108,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         .collect();
     consumer.subscribe(&topics)?;
     let producer: FutureProducer = config.kafka.producer("joinery-processor").create()?;
-    let publisher = Publisher::new(producer, Arc::clone(&store))?;
+    let publisher = Publisher::new(producer, Arc::clone(&store), metrics.quarantined.clone())?;
     let workers = rayon::ThreadPoolBuilder::new()
         .num_threads(config.workers.max(1))
         .thread_name(|i| format!("partition-worker-{i}"))
@@ -132,6 +132,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         announced: parking_lot::Mutex::default(),
     };
     p.publisher.flush_outbox().await?;
+    p.drain_backlogs().await?;
     let token = service.token();
     service.spawn("consume", async move { p.consume(token).await });
     service.run(axum::Router::new()).await

@@ -186,6 +186,17 @@ pub(crate) fn timer_of(key: &[u8], partition: i32) -> Option<(Millis, CitizenKey
     Some((deadline as Millis, citizen))
 }
 
+/// Prefix of the [`fired_upto_key`]s.
+pub(crate) const FIRED_UPTO_PREFIX: &[u8] = b"f/";
+
+/// The key of the event time a partition's timers have fired up to, kept
+/// only while due timers wait for a later step.
+pub(crate) fn fired_upto_key(partition: i32) -> Vec<u8> {
+    let mut k = FIRED_UPTO_PREFIX.to_vec();
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
 pub(crate) fn max_time_key(partition: i32) -> Vec<u8> {
     let mut k = b"w/".to_vec();
     k.extend_from_slice(&partition.to_be_bytes());

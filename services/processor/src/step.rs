@@ -60,6 +60,11 @@ pub(crate) struct Rules<'a> {
     pub(crate) max_clock_skew: Millis,
     /// The most events one citizen may have; events past it are refused.
     pub(crate) max_events_per_citizen: usize,
+    /// The most timers one step fires: more due ones wait for the next
+    /// step (the shell runs steps without records until none is left), so
+    /// that a jump of event time over a crowd of deadlines never works
+    /// them all at once.
+    pub(crate) max_timers: usize,
 }
 
 /// Why the step refused an event (it becomes a dead letter).
@@ -112,13 +117,15 @@ pub(crate) struct Plan {
     /// The partition's event time before the batch (`Millis::MIN` before
     /// its first).
     pub(crate) previous: Millis,
+    /// The event time up to which every timer has fired: the previous
+    /// event time, unless an earlier step left due timers for later.
+    pub(crate) fired_upto: Millis,
 }
 
 impl Plan {
-    /// Whether the batch moves event time, so that timers in
-    /// `(previous, max_time]` fall due.
+    /// Whether timers in `(fired_upto, max_time]` fall due.
     pub(crate) fn fires_timers(&self) -> bool {
-        self.max_time > self.previous
+        self.max_time > self.fired_upto
     }
 }
 
@@ -134,8 +141,14 @@ impl Rules<'_> {
     }
 
     /// The event-time plan for a batch, from the stored event time (`None`
-    /// before the partition's first batch).
-    pub(crate) fn plan(&self, stored_max_time: Option<Millis>, arrivals: &[Arrival]) -> Plan {
+    /// before the partition's first batch) and the time timers have fired
+    /// up to (`None`: up to the stored event time).
+    pub(crate) fn plan(
+        &self,
+        stored_max_time: Option<Millis>,
+        fired_upto: Option<Millis>,
+        arrivals: &[Arrival],
+    ) -> Plan {
         let stored = stored_max_time.unwrap_or(Millis::MIN);
         let seen = arrivals
             .iter()
@@ -145,6 +158,7 @@ impl Rules<'_> {
         Plan {
             max_time: stored.max(seen),
             previous: stored,
+            fired_upto: fired_upto.unwrap_or(stored).min(stored),
         }
     }
 
@@ -163,9 +177,11 @@ impl Rules<'_> {
 pub(crate) struct Loaded {
     /// Stored records by citizen; a citizen not here has none yet.
     pub(crate) citizens: FxHashMap<CitizenKey, CitizenRecord>,
-    /// Timers in `(plan.previous, plan.max_time]` (event time), in stored
-    /// order (time, then citizen).
+    /// The first [`Rules::max_timers`] timers in `(plan.fired_upto,
+    /// plan.max_time]` (event time), in stored order (time, then citizen).
     pub(crate) due_timers: Vec<(Millis, CitizenKey)>,
+    /// Whether more timers are due than `due_timers` holds.
+    pub(crate) more_timers: bool,
 }
 
 /// Events applied and ignored in a batch, by event type, and what late
@@ -189,6 +205,9 @@ pub(crate) struct StepOutput {
     /// The greatest event time seen, to store (each mission's watermark
     /// follows from it, [`Rules::watermark`]).
     pub(crate) max_time: Millis,
+    /// The event time every timer has fired up to, to store: `max_time`,
+    /// unless due timers are left for the next step ([`StepOutput::backlog`]).
+    pub(crate) fired_upto: Millis,
     /// Changed citizens' records, in the order they were first touched.
     pub(crate) records: Vec<(CitizenKey, CitizenRecord)>,
     /// Timers to delete: those that fired and those replaced.
@@ -201,6 +220,13 @@ pub(crate) struct StepOutput {
     pub(crate) counts: EventCounts,
     /// Events refused (by [`Arrival::source`]), to dead-letter.
     pub(crate) refused: Vec<(usize, Refusal)>,
+}
+
+impl StepOutput {
+    /// Whether due timers are left for another step (without records).
+    pub(crate) fn backlog(&self) -> bool {
+        self.fired_upto < self.max_time
+    }
 }
 
 /// A view's version: the watermark it was evaluated at (ms, 42 bits) then
@@ -268,9 +294,17 @@ pub(crate) fn step(
     let Loaded {
         mut citizens,
         due_timers,
+        more_timers,
     } = loaded;
+    let fired_upto = match (more_timers, due_timers.last()) {
+        // Every timer at or before the last one's time less 1 ms has fired
+        // (the rest at its time are read again, those fired being gone).
+        (true, Some((last, _))) => last.saturating_sub(1).max(plan.fired_upto),
+        _ => plan.max_time,
+    };
     let mut out = StepOutput {
         max_time: plan.max_time,
+        fired_upto,
         ..StepOutput::default()
     };
     // Changed citizens, in first-touched order, and the same as a set.

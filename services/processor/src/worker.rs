@@ -35,6 +35,8 @@ struct PartitionWork {
     offsets: BTreeMap<(String, i32), i64>,
     /// Views and dead letters to publish, in order.
     outbox: Vec<Entry>,
+    /// Whether due timers are left for a step without records.
+    backlog: bool,
 }
 
 /// One source partition's records in a batch.
@@ -52,6 +54,7 @@ impl Processor {
                 .config
                 .max_events_per_citizen
                 .min(crate::config::MAX_EVENTS_PER_CITIZEN_LIMIT),
+            max_timers: self.config.max_timers_per_batch.max(1),
         }
     }
 
@@ -100,7 +103,7 @@ impl Processor {
         }
         let inputs: Vec<PartitionInputs<'_>> = inputs.into_iter().collect();
         let workers = self.config.workers.max(1).min(inputs.len().max(1));
-        let handed: Vec<anyhow::Result<Handed>> = if workers <= 1 {
+        let handed: Vec<anyhow::Result<Vec<Handed>>> = if workers <= 1 {
             vec![self.work_share(inputs)]
         } else {
             // Deal partitions to workers by load, biggest first.
@@ -128,7 +131,7 @@ impl Processor {
         };
         let mut shares = Vec::with_capacity(handed.len());
         for h in handed {
-            shares.push(h?);
+            shares.extend(h?);
         }
         self.publisher.await_deliveries(shares);
         self.publisher.reap(false).await
@@ -138,11 +141,19 @@ impl Processor {
     /// their state, offsets and outbox in one RocksDB batch, then hands the
     /// outbox to the producer in order (so each citizen's views keep their
     /// order; the next batch starts only when every worker is done).
-    fn work_share(&self, parts: Vec<PartitionInputs<'_>>) -> anyhow::Result<Handed> {
+    ///
+    /// A partition whose step left due timers (more than
+    /// `max_timers_per_batch`) is then stepped again without records, each
+    /// step written and handed on its own, until none is left.
+    fn work_share(&self, parts: Vec<PartitionInputs<'_>>) -> anyhow::Result<Vec<Handed>> {
         let mut batch = self.store.batch();
         let mut outbox = Vec::new();
+        let mut backlog = Vec::new();
         for (p, inputs) in parts {
             let work = self.work_partition(p, inputs)?;
+            if work.backlog {
+                backlog.push(p);
+            }
             for (k, v) in work.ops {
                 match v {
                     Some(v) => batch.put(k, v),
@@ -159,7 +170,62 @@ impl Processor {
             batch.put(crate::outbox::key(first_seq + i as u64), entry.encode());
         }
         self.store.write(batch)?;
-        self.publisher.hand(first_seq, &outbox)
+        let mut handed = vec![self.publisher.hand(first_seq, &outbox)?];
+        for p in backlog {
+            handed.extend(self.drain(p)?);
+        }
+        Ok(handed)
+    }
+
+    /// Fires the due timers an earlier run left (it stopped between the
+    /// steps of a partition's backlog), before consuming.
+    pub(crate) async fn drain_backlogs(&self) -> anyhow::Result<()> {
+        let partitions: Vec<i32> = self
+            .store
+            .scan(crate::state::FIRED_UPTO_PREFIX, None)?
+            .iter()
+            .filter_map(|(k, _)| Some(i32::from_be_bytes(k.get(2..6)?.try_into().ok()?)))
+            .collect();
+        for p in partitions {
+            let handed = tokio::task::block_in_place(|| self.drain(p))?;
+            self.publisher.await_deliveries(handed);
+        }
+        self.publisher.reap(true).await
+    }
+
+    /// Steps partition `p` without records until no due timer is left,
+    /// writing and handing each step on its own, so that however many
+    /// deadlines event time passed at once, at most `max_timers_per_batch`
+    /// citizens are worked in memory at a time.
+    pub(crate) fn drain(&self, p: i32) -> anyhow::Result<Vec<Handed>> {
+        let mut handed = Vec::new();
+        let mut steps = 0u64;
+        loop {
+            let work = self.work_partition(p, Vec::new())?;
+            let mut batch = self.store.batch();
+            for (k, v) in work.ops {
+                match v {
+                    Some(v) => batch.put(k, v),
+                    None => batch.delete(k),
+                }
+            }
+            let first_seq = self.publisher.reserve(work.outbox.len());
+            for (i, entry) in work.outbox.iter().enumerate() {
+                batch.put(crate::outbox::key(first_seq + i as u64), entry.encode());
+            }
+            self.store.write(batch)?;
+            handed.push(self.publisher.hand(first_seq, &work.outbox)?);
+            steps += 1;
+            if !work.backlog {
+                break;
+            }
+        }
+        tracing::info!(
+            partition = p,
+            steps,
+            "fired a partition's due timers in steps of at most max_timers_per_batch"
+        );
+        Ok(handed)
     }
 
     /// One source partition's share of a batch: decodes its records
@@ -226,6 +292,7 @@ impl Processor {
                 .inc_by(*n);
         }
         out.ops = partition::write_ops(p, &step)?;
+        out.backlog = step.backlog();
         let view_encoder = ValueEncoder::new(self.catalog.view_schema())?;
         let now = chrono::Utc::now().timestamp_millis();
         for view in &step.views {
@@ -246,7 +313,10 @@ impl Processor {
                 .with_label_values(&[&view.mission])
                 .observe((now - view.ingested_at).max(0) as f64 / 1000.0);
         }
-        self.announce(p, step.max_time, &view_encoder, &mut out.outbox)?;
+        if !out.backlog {
+            // Once every due timer has fired: the views it announces cover them.
+            self.announce(p, step.max_time, &view_encoder, &mut out.outbox)?;
+        }
         Ok(out)
     }
 

@@ -201,6 +201,9 @@ pub(crate) struct ProcessorTable {
     pub(crate) workers: Option<usize>,
     /// Most records per batch (one RocksDB write per worker, one produce round).
     pub(crate) max_batch: usize,
+    /// The most timers one partition step fires; more due at once fire in
+    /// further steps.
+    pub(crate) max_timers_per_batch: usize,
 }
 
 impl Table for ProcessorTable {
@@ -225,6 +228,10 @@ impl Table for ProcessorTable {
         ("write_buffer_mb", "JOINERY_PROCESSOR_WRITE_BUFFER_MB"),
         ("workers", "JOINERY_PROCESSOR_WORKERS"),
         ("max_batch", "JOINERY_PROCESSOR_MAX_BATCH"),
+        (
+            "max_timers_per_batch",
+            "JOINERY_PROCESSOR_MAX_TIMERS_PER_BATCH",
+        ),
     ];
 }
 
@@ -244,6 +251,7 @@ impl ProcessorTable {
             config.workers = w;
         }
         config.max_batch = self.max_batch.max(1);
+        config.max_timers_per_batch = self.max_timers_per_batch.max(1);
         config.store.block_cache_bytes = self.block_cache_mb << 20;
         config.store.write_buffer_bytes = self.write_buffer_mb << 20;
         config

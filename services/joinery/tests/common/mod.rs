@@ -441,12 +441,23 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
             &format!("{}reader-{}", kafka.namespace, uuid::Uuid::new_v4()),
         )
         .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = md
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0) as i32;
+    // The topic's partitions; a metadata answer without them (a leader
+    // being elected, a busy broker) is asked again, never taken as an
+    // empty topic.
+    let mut partitions = 0;
+    for attempt in 0..40 {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let t = md.topics().first();
+        partitions = t.map_or(0, |t| t.partitions().len()) as i32;
+        if partitions > 0 && t.is_some_and(|t| t.error().is_none()) {
+            break;
+        }
+        anyhow::ensure!(
+            attempt < 39,
+            "no partitions of {topic} in the metadata after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let mut out = Vec::new();
     for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;

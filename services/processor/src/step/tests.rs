@@ -39,6 +39,7 @@ fn rules_with<'a>(missions: &'a [MissionDef], lateness: &'a Lateness) -> Rules<'
         lateness,
         max_clock_skew: SKEW,
         max_events_per_citizen: 2_000,
+        max_timers: 40_000,
     }
 }
 
@@ -151,6 +152,7 @@ fn any_event(c: u8, id: u128, kind: u8, day: i64, n: u8) -> Arrival {
 #[derive(Debug, Clone, Default)]
 struct Memory {
     max_time: Option<Millis>,
+    fired_upto: Option<Millis>,
     citizens: BTreeMap<CitizenKey, CitizenRecord>,
     timers: BTreeSet<(Millis, CitizenKey)>,
     /// Every view published, in order.
@@ -162,11 +164,21 @@ impl PartitionReader for Memory {
         Ok(self.max_time)
     }
 
-    fn due_timers(&self, after: Millis, upto: Millis) -> anyhow::Result<Vec<(Millis, CitizenKey)>> {
+    fn fired_upto(&self) -> anyhow::Result<Option<Millis>> {
+        Ok(self.fired_upto)
+    }
+
+    fn due_timers(
+        &self,
+        after: Millis,
+        upto: Millis,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Millis, CitizenKey)>> {
         Ok(self
             .timers
             .iter()
             .filter(|(t, _)| *t > after && *t <= upto)
+            .take(limit)
             .cloned()
             .collect())
     }
@@ -184,6 +196,7 @@ impl Memory {
     fn apply(&mut self, rules: &Rules<'_>, arrivals: Vec<Arrival>) -> StepOutput {
         let out = partition::work(self, rules, arrivals).expect("memory reads cannot fail");
         self.max_time = Some(out.max_time);
+        self.fired_upto = out.backlog().then_some(out.fired_upto);
         for t in &out.timers_cleared {
             self.timers.remove(t);
         }
@@ -195,6 +208,16 @@ impl Memory {
         }
         self.published.extend(out.views.iter().cloned());
         out
+    }
+
+    /// Works a batch, then steps without records until no due timer is
+    /// left, as the processor does; returns every step's output.
+    fn apply_draining(&mut self, rules: &Rules<'_>, arrivals: Vec<Arrival>) -> Vec<StepOutput> {
+        let mut outs = vec![self.apply(rules, arrivals)];
+        while outs.last().is_some_and(StepOutput::backlog) {
+            outs.push(self.apply(rules, Vec::new()));
+        }
+        outs
     }
 }
 
@@ -608,6 +631,32 @@ proptest! {
         }
     }
 
+    /// Timers fired a few at a time (each step without records written on
+    /// its own) end exactly as when they all fire at once.
+    #[test]
+    fn firing_timers_in_bounded_steps_does_not_change_the_result(
+        arrivals in journey(),
+        cuts in proptest::collection::vec(0usize..64, 0..6),
+        max_timers in 1usize..4,
+    ) {
+        let defs = missions();
+        let mut chunked_rules = rules(&defs);
+        chunked_rules.max_timers = max_timers;
+        let mut whole = Memory::default();
+        whole.apply(&rules(&defs), arrivals.clone());
+        let mut chunked = Memory::default();
+        for batch in batches(&arrivals, &cuts) {
+            for out in chunked.apply_draining(&chunked_rules, batch) {
+                let fired = out.timers_cleared.len();
+                prop_assert!(out.backlog() || chunked.fired_upto.is_none());
+                // A step clears at most the timers it fires plus those its
+                // records' citizens replace.
+                prop_assert!(fired <= max_timers + out.records.len());
+            }
+        }
+        prop_assert_eq!(settled(&whole), settled(&chunked));
+    }
+
     /// Whatever the batching, each citizen's last view is what the engine
     /// says at the final watermark of all their events that had happened by
     /// the partition's event time (a clean replay).
@@ -689,29 +738,42 @@ proptest! {
         cuts in proptest::collection::vec(0usize..64, 0..6),
     ) {
         let defs = missions();
-        let rules = rules(&defs);
+        let mut rules = rules(&defs);
+        // Timers fire two at a time: the stored position is exercised too.
+        rules.max_timers = 2;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), &StoreOptions::default()).expect("opens");
         let p = 3;
         let mut memory = Memory::default();
         for batch in batches(&arrivals, &cuts) {
-            let stored = partition::work(&StorePartition { store: &store, partition: p }, &rules, batch.clone())
-                .expect("reads");
-            let expected = memory.apply(&rules, batch);
-            prop_assert_eq!(&stored, &expected);
-            let mut b = store.batch();
-            for (k, v) in write_ops(p, &stored).expect("encodes") {
-                match v {
-                    Some(v) => b.put(k, v),
-                    None => b.delete(k),
+            let mut batch = batch;
+            loop {
+                let stored = partition::work(&StorePartition { store: &store, partition: p }, &rules, batch.clone())
+                    .expect("reads");
+                let expected = memory.apply(&rules, batch);
+                prop_assert_eq!(&stored, &expected);
+                let mut b = store.batch();
+                for (k, v) in write_ops(p, &stored).expect("encodes") {
+                    match v {
+                        Some(v) => b.put(k, v),
+                        None => b.delete(k),
+                    }
                 }
+                store.write(b).expect("writes");
+                prop_assert_eq!(
+                    StorePartition { store: &store, partition: p }.fired_upto().expect("reads"),
+                    memory.fired_upto
+                );
+                if !stored.backlog() {
+                    break;
+                }
+                batch = Vec::new();
             }
-            store.write(b).expect("writes");
         }
         let reader = StorePartition { store: &store, partition: p };
         prop_assert_eq!(reader.max_time().expect("reads"), memory.max_time);
         prop_assert_eq!(
-            reader.due_timers(Millis::MIN, Millis::MAX - 1).expect("reads"),
+            reader.due_timers(Millis::MIN, Millis::MAX - 1, usize::MAX).expect("reads"),
             memory.timers.iter().cloned().collect::<Vec<_>>()
         );
         let keys: Vec<&CitizenKey> = memory.citizens.keys().collect();
@@ -909,6 +971,56 @@ fn an_achievement_the_watermark_has_not_reached_is_not_final_so_a_timely_correct
     );
 }
 
+#[test]
+fn timers_due_at_once_fire_a_bounded_number_per_step_and_end_the_same() {
+    let defs = missions();
+    let mut chunked_rules = rules(&defs);
+    chunked_rules.max_timers = 2;
+    let unbounded = rules(&defs);
+    // Five leavers on day 0, each pending until day 180 (+ 7 days' lateness).
+    let leavers: Vec<Arrival> = (1..=5u8).map(|c| any_event(c, c.into(), 0, 0, 1)).collect();
+    let later = vec![any_event(9, 99, 7, 200, 0)];
+    let (mut chunked, mut whole) = (Memory::default(), Memory::default());
+    chunked.apply(&chunked_rules, leavers.clone());
+    whole.apply(&unbounded, leavers);
+    assert_eq!(chunked.timers.len(), 5);
+
+    // Day 200: all five timers fall due at once.
+    let outs = chunked.apply_draining(&chunked_rules, later.clone());
+    whole.apply(&unbounded, later);
+    let fired: Vec<usize> = outs
+        .iter()
+        .map(|o| {
+            o.timers_cleared
+                .iter()
+                .filter(|(_, c)| *c != citizen(9))
+                .count()
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        [2, 2, 1],
+        "two at a time, each step written on its own"
+    );
+    assert!(outs[..2].iter().all(StepOutput::backlog));
+    assert!(!outs[2].backlog() && chunked.fired_upto.is_none());
+    assert!(outs.iter().all(|o| o.max_time == T0 + 200 * DAY_MS));
+    // The same end as firing them all at once.
+    assert_eq!(settled(&chunked), settled(&whole));
+    for c in 1..=5u8 {
+        let decided = chunked
+            .published
+            .iter()
+            .rev()
+            .find(|v| v.mission == "opportunity" && v.citizen_key == citizen(c))
+            .expect("a view");
+        assert!(decided
+            .outcomes
+            .iter()
+            .all(|o| o.status == joinery_domain::OutcomeState::NotAchieved));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -929,16 +1041,26 @@ proptest! {
         let lateness = slow_dfe();
         let rules = rules_with(&defs, lateness);
         let mut p = Memory::default();
-        p.apply(&rules, arrivals.clone());
+        p.apply(&rules, arrivals);
         let now = p.max_time.expect("a batch ran");
-        let within = |a: &Arrival| {
-            let allowed = lateness.of(a.event.event_type.department());
-            a.event.occurred_at > now - allowed && a.event.occurred_at <= now
+        let within = |e: &Event| {
+            let allowed = lateness.of(e.event_type.department());
+            e.occurred_at > now - allowed && e.occurred_at <= now
         };
-        let recent: Vec<&Arrival> = arrivals.iter().filter(|a| within(a)).collect();
+        // The events held (their live versions) dated within lateness.
+        let recent: Vec<&Event> = p
+            .citizens
+            .values()
+            .flat_map(|r| r.events.iter())
+            .filter(|e| within(e))
+            .collect();
         let extra = if amend && !recent.is_empty() {
             // A correction (or retraction) of a recent event.
-            let mut a = recent[pick % recent.len()].clone();
+            let mut a = Arrival {
+                event: recent[pick % recent.len()].clone(),
+                timestamp: now,
+                source: 0,
+            };
             let allowed = lateness.of(a.event.event_type.department());
             a.event.occurred_at = now - ((allowed - 1) as f64 * before) as i64;
             a.event.recorded_at = now + 1;
@@ -958,7 +1080,7 @@ proptest! {
         };
         let mut extra = extra;
         extra.timestamp = now;
-        prop_assume!(within(&extra));
+        prop_assume!(within(&extra.event));
         let out = p.apply(&rules, vec![extra]);
         prop_assert_eq!(out.max_time, now, "the event does not move event time");
         prop_assert!(out.counts.late.is_empty());
