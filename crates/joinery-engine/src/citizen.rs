@@ -87,6 +87,13 @@ impl CitizenEvents {
         self.events.get(&(*occurred, id.0, id.1))
     }
 
+    /// When the version of `e`'s event that counts now happened, if one
+    /// counts (a correction or retraction of it changes the past from
+    /// then on).
+    pub fn counted_at(&self, e: &Event) -> Option<Millis> {
+        self.live_version(identity(e)).map(|held| held.occurred_at)
+    }
+
     /// Whether any version of the event with this identity is held.
     pub fn contains(&self, id: EventIdentity) -> bool {
         self.live.contains_key(&id)

@@ -279,10 +279,15 @@ impl MissionDef {
             }
         }
         let (status, decided_at, duration_days, deadline) = match achieved {
-            // Achieved after the watermark: not final yet.
-            Some((_, decided)) if decided > watermark => {
-                (OutcomeState::Pending, None, None, Some(decided))
-            }
+            // Achieved after the watermark: not final yet. Decided when the
+            // watermark reaches it, or earlier if an earlier open interval
+            // is sustained first.
+            Some((_, decided)) if decided > watermark => (
+                OutcomeState::Pending,
+                None,
+                None,
+                open_deadlines.iter().copied().chain([decided]).min(),
+            ),
             Some((at, decided)) => (
                 OutcomeState::Achieved,
                 Some(decided),

@@ -789,6 +789,12 @@ async fn a_view_kafka_refuses_is_quarantined_and_the_partition_goes_on() -> Resu
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The citizen's safer-streets view was refused, not published: that
+    // mission counts no one, while the opportunity mission counts them.
+    let (_, safer) = stack
+        .mission_metrics("safer_streets", OPERATOR_TOKEN, "")
+        .await?;
+    assert_eq!(cohort(&safer), Some(0), "{safer}");
     // The partition goes on: a later leaver counts too.
     let (s, _) = stack
         .post(

@@ -346,8 +346,16 @@ pub(crate) fn step(
             ));
             continue;
         }
-        let late = event.occurred_at
-            < plan
+        // Late: dated at or before the partition's event time less its
+        // department's lateness (at or before a watermark, where statuses
+        // are final). A correction or retraction is as late as the earlier
+        // of the version it replaces and itself.
+        let changes_from = record
+            .events
+            .counted_at(&event)
+            .map_or(event.occurred_at, |held| held.min(event.occurred_at));
+        let late = changes_from
+            <= plan
                 .previous
                 .saturating_sub(rules.lateness.of(event_type.department()));
         let applied = record.events.insert(event);

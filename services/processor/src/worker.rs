@@ -308,10 +308,14 @@ impl Processor {
                 partition: Some(p),
             });
             self.metrics.views.with_label_values(&[&view.mission]).inc();
-            self.metrics
-                .event_to_view
-                .with_label_values(&[&view.mission])
-                .observe((now - view.ingested_at).max(0) as f64 / 1000.0);
+            if !inputs.is_empty() {
+                // (A step without records, finishing a timer backlog, has
+                // no record that caused its views: not a freshness.)
+                self.metrics
+                    .event_to_view
+                    .with_label_values(&[&view.mission])
+                    .observe((now - view.ingested_at).max(0) as f64 / 1000.0);
+            }
         }
         if !out.backlog {
             // Once every due timer has fired: the views it announces cover them.

@@ -249,6 +249,28 @@ fn an_achievement_after_the_watermark_is_pending_until_the_watermark_reaches_it(
 }
 
 #[test]
+fn a_pending_achievement_wakes_at_the_first_moment_any_job_could_decide_it() {
+    let m = mission("opportunity");
+    // Job A from day 10, still open: sustained on day 100. Job B from day
+    // 12 to day 104: sustained on day 102. At watermark day 98 neither is
+    // final, and the earlier, day 100, decides it.
+    let evs = [
+        exit(1, 0),
+        job(2, 10, "A"),
+        job(3, 12, "B"),
+        job_end(4, 104, "B"),
+    ];
+    let mut c = CitizenEvents::default();
+    for e in &evs {
+        c.insert(e.clone());
+    }
+    let eval = m.evaluate(&c, T0 + 98 * DAY_MS);
+    assert_eq!(eval.outcomes[0].status, OutcomeState::Pending);
+    assert_eq!(eval.next_deadline, Some(T0 + 100 * DAY_MS));
+    assert_eq!(status(&m, &evs, 100), OutcomeState::Achieved);
+}
+
+#[test]
 fn opportunity_open_employment_waits_for_the_watermark() {
     let m = mission("opportunity");
     let evs = [exit(1, 0), job(2, 30, "E1")];

@@ -646,13 +646,15 @@ proptest! {
         whole.apply(&rules(&defs), arrivals.clone());
         let mut chunked = Memory::default();
         for batch in batches(&arrivals, &cuts) {
-            for out in chunked.apply_draining(&chunked_rules, batch) {
-                let fired = out.timers_cleared.len();
-                prop_assert!(out.backlog() || chunked.fired_upto.is_none());
-                // A step clears at most the timers it fires plus those its
-                // records' citizens replace.
-                prop_assert!(fired <= max_timers + out.records.len());
+            let outs = chunked.apply_draining(&chunked_rules, batch);
+            // A step clears at most the timers it fires plus those its
+            // records' citizens replace; a step without records, only the
+            // timers it fires: at most `max_timers`.
+            prop_assert!(outs[0].timers_cleared.len() <= max_timers + outs[0].records.len());
+            for out in &outs[1..] {
+                prop_assert!(out.timers_cleared.len() <= max_timers, "{}", out.timers_cleared.len());
             }
+            prop_assert!(chunked.fired_upto.is_none(), "no backlog is left");
         }
         prop_assert_eq!(settled(&whole), settled(&chunked));
     }
@@ -888,6 +890,28 @@ fn each_mission_waits_for_the_slowest_department_it_reads() {
     assert_eq!(
         status(leaver, "sustained_employment_180d"),
         Some(joinery_domain::OutcomeState::NotAchieved)
+    );
+}
+
+#[test]
+fn an_event_dated_at_the_watermark_is_late_as_a_status_decided_there_is_final() {
+    let defs = missions();
+    let rules = rules(&defs);
+    let mut p = Memory::default();
+    // A leaver on day 0; event time day 187: the watermark is day 180, the
+    // window's end, and the outcome is final (not achieved).
+    p.apply(&rules, vec![any_event(1, 1, 0, 0, 1)]);
+    let decided = p.apply(&rules, vec![any_event(2, 2, 7, 187, 0)]);
+    let view = opportunity_view(&decided, 1).expect("decided");
+    assert!(view
+        .outcomes
+        .iter()
+        .all(|o| o.status == joinery_domain::OutcomeState::NotAchieved));
+    // A job dated day 180 exactly, the watermark, is late: counted so.
+    let job = p.apply(&rules, vec![any_event(1, 3, 2, 180, 1)]);
+    assert_eq!(
+        job.counts.late,
+        [(joinery_domain::Department::Hmrc, 1)].into()
     );
 }
 
