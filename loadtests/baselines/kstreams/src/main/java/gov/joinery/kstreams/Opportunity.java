@@ -21,7 +21,8 @@ import java.util.List;
  *       after it with the same employment_id): achieved by an interval
  *       starting in [anchor, anchor + 180 days] that ended at least 90 days
  *       after it started, or is still open with the watermark at least 90
- *       days after it started; not achieved once the watermark is at or past
+ *       days after it started, reported once the watermark reaches its 90th
+ *       day (before that it is pending); not achieved once the watermark is at or past
  *       the window's end with no such interval still open; pending
  *       otherwise, with the deadline at which the watermark alone could
  *       decide it.</li>
@@ -233,6 +234,14 @@ public final class Opportunity {
             } else {
                 minOpenDeadline = Math.min(minOpenDeadline, sustainedAt);
             }
+        }
+        if (achievedAt != Long.MIN_VALUE && decidedAt > watermark) {
+            // Achieved after the watermark: not final yet (Joinery reports a
+            // status final only once the watermark reaches it). Decided when
+            // the watermark gets there, or earlier if an earlier open job is
+            // sustained first.
+            return new Evaluation(PENDING, area, anchorAt, Long.MIN_VALUE, -1,
+                    Math.min(decidedAt, minOpenDeadline));
         }
         if (achievedAt != Long.MIN_VALUE) {
             return new Evaluation(ACHIEVED, area, anchorAt, decidedAt,

@@ -51,8 +51,9 @@ class OpportunityTest {
     }
 
     @Test
-    void employmentKeptNinetyDaysIsAchieved() {
-        assertEquals(Opportunity.ACHIEVED, status(10, exit(1, 0), job(2, 30, "E1"), jobEnd(3, 130, "E1")));
+    void employmentKeptNinetyDaysIsAchievedOnceTheWatermarkReachesDayNinety() {
+        assertEquals(Opportunity.PENDING, status(10, exit(1, 0), job(2, 30, "E1"), jobEnd(3, 130, "E1")));
+        assertEquals(Opportunity.ACHIEVED, status(120, exit(1, 0), job(2, 30, "E1"), jobEnd(3, 130, "E1")));
     }
 
     @Test
@@ -192,6 +193,7 @@ class OpportunityTest {
         long ws = anchor;
         long we = anchor + 180 * DAY;
         boolean anyOpen = false;
+        long achievedAt = Long.MAX_VALUE;
         for (Event s : events) {
             if (s.type != EventType.EMPLOYMENT_STARTED || s.occurredAt < ws || s.occurredAt > we) {
                 continue;
@@ -204,15 +206,15 @@ class OpportunityTest {
                 }
             }
             long need = s.occurredAt + 90 * DAY;
-            if (end != null && end >= need) {
-                return Opportunity.ACHIEVED;
-            }
-            if (end == null && watermark >= need) {
-                return Opportunity.ACHIEVED;
-            }
-            if (end == null) {
+            if ((end != null && end >= need) || (end == null && watermark >= need)) {
+                achievedAt = Math.min(achievedAt, need);
+            } else if (end == null) {
                 anyOpen = true;
             }
+        }
+        if (achievedAt != Long.MAX_VALUE) {
+            // Final only once the watermark has reached it.
+            return achievedAt <= watermark ? Opportunity.ACHIEVED : Opportunity.PENDING;
         }
         return watermark >= we && !anyOpen ? Opportunity.NOT_ACHIEVED : Opportunity.PENDING;
     }
