@@ -752,6 +752,29 @@ async fn a_view_kafka_refuses_is_quarantined_and_the_partition_goes_on() -> Resu
     {
         r.map_err(|(what, e)| anyhow::anyhow!("{what:?}: {e}"))?;
     }
+    // The broker applies a topic's new config a moment later: wait until it
+    // refuses a record over the limit (the probes it took before are
+    // dead-lettered by projections, as any unreadable record).
+    let probe: FutureProducer = stack.kafka.producer("hostile-quarantine-probe").create()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = probe
+            .send(
+                FutureRecord::to(&topic)
+                    .key("probe")
+                    .payload(&[0u8; 200][..]),
+                Duration::from_secs(10),
+            )
+            .await;
+        if sent.is_err() {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the broker still takes 200-byte records on {topic}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     let now = chrono::Utc::now().timestamp_millis();
     let release = json!({"type": "moj.ReleasedFromCustody", "event_id": "7b1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1",
@@ -806,6 +829,64 @@ async fn a_view_kafka_refuses_is_quarantined_and_the_partition_goes_on() -> Resu
     stack
         .wait_for_metrics("the second leaver", |m| cohort(m) == Some(2))
         .await?;
+    let health = stack
+        .http
+        .get(format!("{}/healthz", stack.processor_url))
+        .send()
+        .await?;
+    assert_eq!(health.status(), 200);
+    stack.shutdown().await
+}
+
+/// A record produced directly while the schema registry is down, of a
+/// schema the processor has not read yet, is not dead-lettered: the
+/// processor waits for the registry, and the record counts once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_produced_while_the_registry_is_down_waits_for_it_and_counts() -> Result<()> {
+    let mut stack = Stack::start("hostile-registry").await?;
+    let catalog = Catalog::load();
+    let registry = RegistryClient::new(&stack.registry_url);
+    let ids = joinery_loadtests::register_schemas(&stack.kafka, &registry, &catalog).await?;
+    let producer: FutureProducer = stack.kafka.producer("hostile-registry").create()?;
+    stack
+        .wait_for_metrics("projections to start", |m| m["mission"] == "opportunity")
+        .await?;
+
+    // The registry goes away; a department produces a leaver directly.
+    stack
+        .registry
+        .take()
+        .context("the stack's registry")?
+        .stop()
+        .await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let left = day(now - 10 * DAY_MS);
+    let leaver = direct(
+        education_exited("8c1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1", "AB123456C", &left),
+        |_| {},
+    )?;
+    joinery_loadtests::produce(&stack.kafka, &producer, &ids, &catalog, &[leaver]).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    async fn dead(stack: &Stack) -> f64 {
+        stack
+            .prometheus_sum(&stack.processor_url, "joinery_dead_letters_total", &[])
+            .await
+            .unwrap_or(0.0)
+    }
+    assert_eq!(
+        dead(&stack).await,
+        0.0,
+        "nothing is refused while the registry is down"
+    );
+    let (_, m) = stack.metrics(OPERATOR_TOKEN, "").await?;
+    assert_ne!(cohort(&m), Some(1), "not counted before its schema is read");
+
+    // Back on the same address: the leaver counts, and nothing was refused.
+    stack.start_registry().await?;
+    stack
+        .wait_for_metrics("the leaver", |m| cohort(m) == Some(1))
+        .await?;
+    assert_eq!(dead(&stack).await, 0.0);
     let health = stack
         .http
         .get(format!("{}/healthz", stack.processor_url))

@@ -77,27 +77,28 @@ pub(crate) struct StorePartition<'a> {
     pub(crate) partition: i32,
 }
 
+impl StorePartition<'_> {
+    /// A time stored under `key` (`what` names it in an error).
+    fn time(&self, key: Vec<u8>, what: &str) -> anyhow::Result<Option<Millis>> {
+        self.store
+            .get(key)?
+            .map(|b| {
+                b.as_slice()
+                    .try_into()
+                    .map(Millis::from_be_bytes)
+                    .map_err(|_| anyhow::anyhow!("corrupt {what} of partition {}", self.partition))
+            })
+            .transpose()
+    }
+}
+
 impl PartitionReader for StorePartition<'_> {
     fn max_time(&self) -> anyhow::Result<Option<Millis>> {
-        match self.store.get(state::max_time_key(self.partition))? {
-            Some(b) => Ok(Some(Millis::from_be_bytes(
-                b.as_slice().try_into().map_err(|_| {
-                    anyhow::anyhow!("corrupt watermark of partition {}", self.partition)
-                })?,
-            ))),
-            None => Ok(None),
-        }
+        self.time(state::max_time_key(self.partition), "event time")
     }
 
     fn fired_upto(&self) -> anyhow::Result<Option<Millis>> {
-        match self.store.get(state::fired_upto_key(self.partition))? {
-            Some(b) => Ok(Some(Millis::from_be_bytes(
-                b.as_slice().try_into().map_err(|_| {
-                    anyhow::anyhow!("corrupt timer position of partition {}", self.partition)
-                })?,
-            ))),
-            None => Ok(None),
-        }
+        self.time(state::fired_upto_key(self.partition), "timer position")
     }
 
     fn due_timers(

@@ -177,12 +177,7 @@ impl Stack {
             projections_addr: proj,
             max_events_per_citizen: options.max_events_per_citizen,
         };
-        let config = joinery_registry::RegistryConfig {
-            listen: reg,
-            kafka: stack.kafka.clone(),
-        };
-        stack.registry = Some(spawn(|c| joinery_registry::run(config, c)));
-        stack.wait_ready(&stack.registry_url.clone()).await?;
+        stack.start_registry().await?;
         let config = joinery_ingest::IngestConfig {
             listen: ing,
             kafka: stack.kafka.clone(),
@@ -199,6 +194,22 @@ impl Stack {
         stack.start_processor().await?;
         stack.start_projections().await?;
         Ok(stack)
+    }
+
+    /// Starts the schema registry on the stack's registry address (again,
+    /// after a test stopped it: its schemas are in Kafka).
+    pub async fn start_registry(&mut self) -> Result<()> {
+        let listen: SocketAddr = self
+            .registry_url
+            .trim_start_matches("http://")
+            .parse()
+            .context("the registry's address")?;
+        let config = joinery_registry::RegistryConfig {
+            listen,
+            kafka: self.kafka.clone(),
+        };
+        self.registry = Some(spawn(|c| joinery_registry::run(config, c)));
+        self.wait_ready(&self.registry_url.clone()).await
     }
 
     pub async fn start_processor(&mut self) -> Result<()> {
