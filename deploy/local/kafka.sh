@@ -7,7 +7,8 @@
 #
 # The broker's jars come from Maven Central (org.apache.kafka:kafka_2.13, pinned
 # in deploy/local/kafka/pom.xml) into $JOINERY_CACHE_DIR/kafka-<version>/libs.
-# Data lives in $JOINERY_STATE_DIR/kafka/data, logs in $JOINERY_LOG_DIR/kafka/.
+# Data lives in $JOINERY_KAFKA_DATA (default $JOINERY_STATE_DIR/kafka/data),
+# logs in $JOINERY_LOG_DIR/kafka/.
 # Idempotent: a second start reuses the download and a running broker.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,7 +16,7 @@ source "$here/env.sh"
 
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")"
 KAFKA_HOME="$JOINERY_CACHE_DIR/kafka-$KAFKA_VERSION"
-DATA_DIR="$JOINERY_STATE_DIR/kafka/data"
+DATA_DIR="${JOINERY_KAFKA_DATA:-$JOINERY_STATE_DIR/kafka/data}"
 LOG_DIR="$JOINERY_LOG_DIR/kafka"
 PID_FILE="$JOINERY_STATE_DIR/kafka/kafka.pid"
 HOST="${JOINERY_KAFKA_BROKERS%%,*}"; HOST="${HOST%%:*}"
@@ -63,7 +64,7 @@ start() {
   fetch
   if answers; then log "a broker already answers on $JOINERY_KAFKA_BROKERS; reusing it"; return; fi
   if ours_running; then log "broker process $(cat "$PID_FILE") is starting"; else
-    mkdir -p "$DATA_DIR" "$LOG_DIR"
+    mkdir -p "$DATA_DIR" "$LOG_DIR" "$JOINERY_STATE_DIR/kafka"
     local props="$JOINERY_STATE_DIR/kafka/server.properties"
     # Ports follow JOINERY_KAFKA_BROKERS; the controller listens on the next port.
     sed -e "s/127.0.0.1:9093/$HOST:$((PORT + 1))/g" -e "s/127.0.0.1:9092/$HOST:$PORT/g" \

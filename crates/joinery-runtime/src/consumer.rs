@@ -239,6 +239,12 @@ impl StatefulConsumer {
         move |cancel| restores.watch(&kafka, &offsets, &cancel)
     }
 
+    /// The rebalance and restore tracker: which assigned partitions have
+    /// caught up with their log end ([`RestoreTracker::caught_up`]).
+    pub fn restores(&self) -> RestoreTracker {
+        self.restores.clone()
+    }
+
     /// The underlying consumer, for metadata and log-end queries.
     pub fn inner(&self) -> &StreamConsumer<StoredOffsetsContext> {
         &self.consumer
@@ -304,13 +310,32 @@ impl StatefulConsumer {
         max: usize,
         cancel: &CancellationToken,
     ) -> Result<Option<Batch<'_>>, ConsumerError> {
+        self.next_batch_within(max, cancel, None).await
+    }
+
+    /// As [`StatefulConsumer::next_batch`], but when `idle` is given and no
+    /// record arrives within it, returns an empty batch (for a service that
+    /// has work of its own to do between records).
+    pub async fn next_batch_within(
+        &self,
+        max: usize,
+        cancel: &CancellationToken,
+        idle: Option<Duration>,
+    ) -> Result<Option<Batch<'_>>, ConsumerError> {
         let waiting = Instant::now();
         let first = loop {
+            let tick = async {
+                match idle {
+                    Some(idle) => tokio::time::sleep(idle).await,
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 biased;
                 () = self.failure.fired.cancelled() => return Err(self.failure.error()),
                 () = cancel.cancelled() => return Ok(None),
                 m = self.consumer.recv() => m,
+                () = tick => return Ok(Some(Batch { messages: Vec::new(), waited: waiting.elapsed() })),
             };
             match next {
                 Ok(m) => break m,

@@ -15,7 +15,7 @@
 //! The log ends are queried once per assigned partition, on a thread of its
 //! own with its own client, never in the consume loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ struct Tracker {
     revoked_at: Option<Instant>,
     /// Partition → (assigned at, (log start, log end) at assignment once known).
     restoring: HashMap<(String, i32), (Instant, Option<LogBounds>)>,
+    /// Partitions assigned here whose state has caught up with the log end
+    /// they had at assignment (until revoked).
+    caught_up: HashSet<(String, i32)>,
 }
 
 /// Measures rebalance pauses and restore times; see the module docs.
@@ -69,6 +72,7 @@ impl RestoreTracker {
                 s.revoked_at = Some(now);
                 for (t, p) in parts {
                     s.restoring.remove(&(t.clone(), *p));
+                    s.caught_up.remove(&(t.clone(), *p));
                 }
             }
             RebalanceEvent::Assigned(parts) => {
@@ -77,11 +81,19 @@ impl RestoreTracker {
                 }
                 for (t, p, _) in parts {
                     s.restoring.insert((t.clone(), *p), (now, None));
+                    s.caught_up.remove(&(t.clone(), *p));
                 }
             }
             RebalanceEvent::Failed(_) => {}
         }
         self.restoring.set(s.restoring.len() as i64);
+    }
+
+    /// Whether `topic`'s partition `p` is assigned here and its state has
+    /// caught up with the log end it had at assignment: everything in it
+    /// before this instance was given it has been read.
+    pub fn caught_up(&self, topic: &str, p: i32) -> bool {
+        self.state.lock().caught_up.contains(&(topic.to_owned(), p))
     }
 
     /// Watches restoring partitions until `cancel` fires or the returned
@@ -155,6 +167,7 @@ impl RestoreTracker {
         }
         let mut s = self.state.lock();
         let now = Instant::now();
+        let mut done = Vec::new();
         s.restoring.retain(|(t, p), (since, end)| {
             let Some((start, end)) = *end else {
                 return true;
@@ -165,9 +178,11 @@ impl RestoreTracker {
                 let secs = now.duration_since(*since).as_secs_f64();
                 self.restore.observe(secs);
                 tracing::info!(topic = %t, partition = p, seconds = secs, "partition restored");
+                done.push((t.clone(), *p));
             }
             !caught_up
         });
+        s.caught_up.extend(done);
         self.restoring.set(s.restoring.len() as i64);
     }
 }

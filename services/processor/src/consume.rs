@@ -102,13 +102,24 @@ impl Processor {
                     return Ok(());
                 }
             }
+            // While an earlier run's timer backlog waits for its partition
+            // to be assigned here, look for it between records too.
+            let idle = if self.backlogged.lock().is_empty() {
+                None
+            } else {
+                self.drain_assigned_backlogs().await?;
+                Some(Duration::from_millis(500))
+            };
             let Some(batch) = self
                 .consumer
-                .next_batch(self.config.max_batch, &cancel)
+                .next_batch_within(self.config.max_batch, &cancel, idle)
                 .await?
             else {
                 break;
             };
+            if batch.messages.is_empty() {
+                continue;
+            }
             self.metrics.idle_seconds.inc_by(batch.waited.as_secs_f64());
             let started = Instant::now();
             self.process(&batch.messages).await?;
@@ -128,6 +139,33 @@ impl Processor {
         }
         // Stopping: wait for the views already handed to the producer.
         self.publisher.reap(true).await
+    }
+
+    /// Finishes the timer backlogs an earlier run left of the partitions
+    /// assigned here now.
+    async fn drain_assigned_backlogs(&self) -> anyhow::Result<()> {
+        let assigned: Vec<i32> = match self.consumer.inner().assignment() {
+            Ok(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "assignment not known yet");
+                return Ok(());
+            }
+        };
+        let mine: Vec<i32> = {
+            let mut backlogged = self.backlogged.lock();
+            let mine = backlogged
+                .iter()
+                .copied()
+                .filter(|p| assigned.contains(p))
+                .collect();
+            backlogged.retain(|p| !assigned.contains(p));
+            mine
+        };
+        if !mine.is_empty() {
+            tracing::info!(partitions = ?mine, "finishing the timer backlogs an earlier run left");
+            self.drain_backlogs(Some(&mine)).await?;
+        }
+        Ok(())
     }
 
     fn update_gauges(&self) {

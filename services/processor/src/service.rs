@@ -51,6 +51,10 @@ pub(crate) struct Processor {
     /// `joinery_wire::control`).
     pub(crate) announced:
         parking_lot::Mutex<std::collections::HashMap<i32, joinery_domain::Millis>>,
+    /// Source partitions whose due timers an earlier run left unfired,
+    /// finished once this instance is given them (never before: another
+    /// instance may own them now, and this state would be stale).
+    pub(crate) backlogged: parking_lot::Mutex<std::collections::BTreeSet<i32>>,
 }
 
 /// The missions to evaluate: all of them, or the one a rebuild names.
@@ -130,9 +134,17 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
         metrics,
         workers,
         announced: parking_lot::Mutex::default(),
+        backlogged: parking_lot::Mutex::default(),
     };
     p.publisher.flush_outbox().await?;
-    p.drain_backlogs().await?;
+    if p.config.stop_at_end {
+        // A rebuild owns every partition: finish them all now.
+        p.drain_backlogs(None).await?;
+    } else {
+        // Another instance may own a partition by now: each one's backlog
+        // is finished once this instance is given it.
+        p.backlogged.lock().extend(p.backlog_partitions()?);
+    }
     let token = service.token();
     service.spawn("consume", async move { p.consume(token).await });
     service.run(axum::Router::new()).await

@@ -177,16 +177,24 @@ impl Processor {
         Ok(handed)
     }
 
-    /// Fires the due timers an earlier run left (it stopped between the
-    /// steps of a partition's backlog), before consuming.
-    pub(crate) async fn drain_backlogs(&self) -> anyhow::Result<()> {
-        let partitions: Vec<i32> = self
+    /// The source partitions whose due timers an earlier run left (it
+    /// stopped between the steps of a partition's backlog).
+    pub(crate) fn backlog_partitions(&self) -> anyhow::Result<Vec<i32>> {
+        Ok(self
             .store
             .scan(crate::state::FIRED_UPTO_PREFIX, None)?
             .iter()
             .filter_map(|(k, _)| Some(i32::from_be_bytes(k.get(2..6)?.try_into().ok()?)))
-            .collect();
-        for p in partitions {
+            .collect())
+    }
+
+    /// Fires the due timers an earlier run left, of the partitions in
+    /// `only` (all of them when `None`), before consuming on.
+    pub(crate) async fn drain_backlogs(&self, only: Option<&[i32]>) -> anyhow::Result<()> {
+        for p in self.backlog_partitions()? {
+            if only.is_some_and(|only| !only.contains(&p)) {
+                continue;
+            }
             let handed = tokio::task::block_in_place(|| self.drain(p))?;
             self.publisher.await_deliveries(handed);
         }

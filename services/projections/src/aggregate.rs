@@ -171,6 +171,11 @@ pub struct MissionMetrics {
     /// event has none and holds no figures.
     #[serde(default)]
     pub partition_watermarks: BTreeMap<i32, Millis>,
+    /// View-topic partitions whose views have been applied (since their
+    /// last reset): a partition with views and no watermark record yet has
+    /// nothing final.
+    #[serde(default)]
+    pub partitions_with_views: std::collections::BTreeSet<i32>,
     /// Wall-clock time (ms) the figures last changed.
     pub updated_at: Millis,
     /// Each snapshot measure (e.g. `neet`), by id.
@@ -271,20 +276,50 @@ impl MissionMetrics {
         self.settle_watermark();
     }
 
+    /// A view of partition `p` has been applied: until the partition's
+    /// watermark record is read, nothing is final.
+    pub fn saw_view(&mut self, p: i32) {
+        if self.partitions_with_views.insert(p) {
+            self.settle_watermark();
+        }
+    }
+
     /// A rebuild's reset of partition `p`: its figures start again, and so
     /// does its watermark.
     pub fn reset_partition(&mut self, p: i32) {
         self.partition_watermarks.remove(&p);
+        self.partitions_with_views.remove(&p);
         self.settle_watermark();
     }
 
+    /// The least watermark of the partitions that hold figures; a
+    /// partition with views but no watermark record counts as 0.
     fn settle_watermark(&mut self) {
-        self.watermark = self
-            .partition_watermarks
-            .values()
-            .copied()
-            .min()
-            .unwrap_or(0);
+        let unannounced = self
+            .partitions_with_views
+            .iter()
+            .any(|p| !self.partition_watermarks.contains_key(p));
+        self.watermark = if unannounced {
+            0
+        } else {
+            self.partition_watermarks
+                .values()
+                .copied()
+                .min()
+                .unwrap_or(0)
+        };
+    }
+
+    /// Whether every partition of the view topic (`0..partitions`) is
+    /// accounted for: it has a watermark, or holds no views and `read`
+    /// says this instance has read it through (so it has never held an
+    /// event). Otherwise [`MissionMetrics::watermark`] could leave out a
+    /// partition not yet read, and no figure is final.
+    pub fn watermark_covers(&self, partitions: i32, read: impl Fn(i32) -> bool) -> bool {
+        (0..partitions).all(|p| {
+            self.partition_watermarks.contains_key(&p)
+                || (!self.partitions_with_views.contains(&p) && read(p))
+        })
     }
 }
 
@@ -362,6 +397,31 @@ mod tests {
             .remove("partition_watermarks");
         let old: MissionMetrics = serde_json::from_value(old).expect("decodes");
         assert!(old.partition_watermarks.is_empty());
+    }
+
+    #[test]
+    fn a_partition_not_yet_read_or_not_yet_announced_makes_nothing_final() {
+        let mut m = MissionMetrics::default();
+        m.saw_view(0);
+        m.partition_watermark(0, 500);
+        assert_eq!(m.watermark, 500);
+        // Partition 1's views are read, its watermark record not yet.
+        m.saw_view(1);
+        assert_eq!(m.watermark, 0, "partition 1's figures are not final");
+        m.partition_watermark(1, 900);
+        assert_eq!(m.watermark, 500);
+        // Of three partitions, the third has neither views nor watermark:
+        // covered only once it has been read through (it is empty).
+        assert!(!m.watermark_covers(3, |_| false));
+        assert!(m.watermark_covers(3, |p| p == 2));
+        assert!(
+            m.watermark_covers(2, |_| false),
+            "announced partitions need no read-through"
+        );
+        // A reset clears what the partition held.
+        m.reset_partition(1);
+        assert!(!m.partitions_with_views.contains(&1));
+        assert_eq!(m.watermark, 500);
     }
 
     #[test]

@@ -103,7 +103,13 @@ fn audience(s: &Shared, p: &Principal) -> Audience {
 /// A mission's headline figures for `audience` (its definition looked up).
 pub(crate) fn headline(s: &Shared, id: &str, m: &MissionMetrics, audience: Audience) -> Mission {
     let def = s.defs.iter().find(|d| d.id == id);
-    Mission::headline(id, def, m, audience)
+    let mut body = Mission::headline(id, def, m, audience);
+    if !m.watermark_covers(s.coverage.partitions, |p| (s.coverage.read_through)(id, p)) {
+        // A partition not yet read (or not yet announced): nothing is
+        // known to be final.
+        body.watermark = None;
+    }
+    body
 }
 
 async fn list(

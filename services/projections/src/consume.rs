@@ -307,6 +307,7 @@ impl ViewConsumer {
                 ));
                 continue;
             };
+            mission.saw_view(m.partition());
             let citizen = view.citizen_key.as_str();
             let key = contribution_key(&view.mission, Some(m.partition()), citizen);
             let mut old = match contributions.get(&key) {

@@ -139,6 +139,29 @@ pub(crate) struct Shared {
     pub(crate) defs: Vec<MissionDef>,
     pub(crate) tokens: TokenStore,
     pub(crate) disclosure: Disclosure,
+    pub(crate) coverage: ViewCoverage,
+}
+
+/// Which partitions of a mission's view topic this instance has read
+/// through, so that the figures' watermark leaves none out
+/// ([`MissionMetrics::watermark_covers`]).
+pub(crate) struct ViewCoverage {
+    /// Partitions of each view topic.
+    pub(crate) partitions: i32,
+    /// Whether (mission, partition) has been read up to the log end it had
+    /// when this instance was given it.
+    pub(crate) read_through: ReadThrough,
+}
+
+/// Whether (mission, partition) has been read through.
+pub(crate) type ReadThrough = Box<dyn Fn(&str, i32) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for ViewCoverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewCoverage")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs projections until `cancel` fires.
@@ -186,19 +209,27 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         metrics.publish(m, &current);
         restored.insert((*m).to_owned(), current);
     }
+    let lookup_store = Arc::clone(&store);
+    let offsets = Arc::new(move |t: &str, p| Ok(lookup_store.offset(t, p)?));
+    let spec = ConsumerSpec::new(&config.kafka, "joinery-projections", &config.group, offsets);
+    let consumer = StatefulConsumer::new(spec, service.telemetry())?;
+    service.spawn_blocking("restore-watch", consumer.restore_watch(&config.kafka));
+    let restores = consumer.restores();
+    let kafka = config.kafka.clone();
     let shared = Arc::new(Shared {
         metrics: RwLock::new(restored),
         missions: missions.clone(),
         defs,
         tokens,
         disclosure: config.disclosure,
+        coverage: ViewCoverage {
+            partitions: config.kafka.partitions,
+            read_through: Box::new(move |mission, p| {
+                restores.caught_up(&kafka.topic(&view_topic(mission)), p)
+            }),
+        },
     });
 
-    let lookup_store = Arc::clone(&store);
-    let offsets = Arc::new(move |t: &str, p| Ok(lookup_store.offset(t, p)?));
-    let spec = ConsumerSpec::new(&config.kafka, "joinery-projections", &config.group, offsets);
-    let consumer = StatefulConsumer::new(spec, service.telemetry())?;
-    service.spawn_blocking("restore-watch", consumer.restore_watch(&config.kafka));
     let topics: Vec<String> = missions
         .iter()
         .map(|m| config.kafka.topic(&view_topic(m)))

@@ -150,6 +150,11 @@ pub(crate) fn fixture(
         defs,
         tokens: TokenStore::load(&tokens).expect("loads the token file"),
         disclosure: Disclosure::default(),
+        // Three partitions, each read through.
+        coverage: crate::ViewCoverage {
+            partitions: 3,
+            read_through: Box::new(|_, _| true),
+        },
     };
     Fixture {
         shared: Arc::new(shared),

@@ -4,6 +4,7 @@
 //! joinery-projections` rewrites the files after a deliberate change.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Uri};
@@ -206,4 +207,54 @@ async fn a_board_token_gets_a_small_areas_figures_suppressed_and_an_operator_exa
         .expect("the small area is a group");
     assert_eq!(small["cohort"]["value"], 3);
     assert_eq!(exact["disclosure"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_watermark_is_withheld_while_a_partition_is_unread_or_unannounced() {
+    let watermark = |f: &Fixture| {
+        let f = f.shared.clone();
+        async move {
+            let r = mission_metrics(
+                State(f),
+                Path("opportunity".to_owned()),
+                Query::try_from_uri(&"/?".parse::<Uri>().expect("a uri")).expect("a query"),
+                headers(Some(OPERATOR_TOKEN)),
+            )
+            .await
+            .into_response();
+            json(r).await["watermark"].clone()
+        }
+    };
+    let mut f = fixture(|_, _| {});
+    assert_eq!(
+        watermark(&f).await,
+        Value::String("2026-06-01T00:00:00+00:00".into()),
+        "final up to the least announced partition's watermark"
+    );
+    // Partition 2 (never announced) has not been read through yet: it may
+    // hold citizens the figures leave out.
+    Arc::get_mut(&mut f.shared)
+        .expect("the fixture's only handle")
+        .coverage
+        .read_through = Box::new(|_, p| p != 2);
+    assert_eq!(watermark(&f).await, Value::Null);
+
+    // Views of partition 2 read, its watermark record not yet: nothing final.
+    let f = fixture(|_, metrics| {
+        metrics
+            .get_mut("opportunity")
+            .expect("the fixture's mission")
+            .saw_view(2);
+    });
+    assert_eq!(watermark(&f).await, Value::Null);
+    f.shared
+        .metrics
+        .write()
+        .get_mut("opportunity")
+        .expect("the fixture's mission")
+        .partition_watermark(2, 1_780_444_800_000);
+    assert_eq!(
+        watermark(&f).await,
+        Value::String("2026-06-01T00:00:00+00:00".into())
+    );
 }
