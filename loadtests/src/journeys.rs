@@ -527,6 +527,8 @@ impl Population {
                 ("opportunity", f.opportunity(wm)),
                 ("health_and_work", f.health_and_work(wm)),
                 ("safer_streets", f.safer_streets(wm)),
+                ("uc_into_work", f.uc_into_work(wm)),
+                ("youth_participation", f.youth_participation(wm)),
             ] {
                 if let Some((area, mut outcomes)) = eval {
                     // Cohort membership, and so every status, is final only
@@ -540,11 +542,23 @@ impl Population {
                     expected.add(mission, &area, &month, &outcomes);
                 }
             }
-            if let Some((area, holds)) = f.neet(wm) {
-                let neet = expected.neet.entry("opportunity".into()).or_default();
-                for g in [&mut neet.total, neet.by_area.entry(area).or_default()] {
-                    g.population += 1;
-                    g.count += i64::from(holds);
+            if let Some((area, neet)) = f.neet(wm) {
+                // Everyone aged 16 to 24: NEET, or else in education,
+                // employment or training (EET).
+                for (mission, snapshot, holds) in [
+                    ("opportunity", "neet", neet),
+                    ("youth_participation", "eet", !neet),
+                ] {
+                    let s = expected
+                        .snapshots
+                        .entry(mission.into())
+                        .or_default()
+                        .entry(snapshot.into())
+                        .or_default();
+                    for g in [&mut s.total, s.by_area.entry(area.clone()).or_default()] {
+                        g.population += 1;
+                        g.count += i64::from(holds);
+                    }
                 }
             }
         }
@@ -597,9 +611,11 @@ pub struct Expected {
     pub by_area: BTreeMap<String, BTreeMap<String, ExpectedCounts>>,
     /// Mission → cohort month (`YYYY-MM` of the anchor) → cohort of that month.
     pub by_month: BTreeMap<String, BTreeMap<String, ExpectedCounts>>,
-    /// Mission → the NEET snapshot (`opportunity` only): aged 16 to 24 at
-    /// the watermark and in neither education nor employment then.
-    pub neet: BTreeMap<String, ExpectedSnapshot>,
+    /// Mission → snapshot id → its figures: `opportunity`'s `neet` (aged
+    /// 16 to 24 at the watermark and in neither education nor employment
+    /// then) and `youth_participation`'s `eet` (the same population, in
+    /// one or the other).
+    pub snapshots: BTreeMap<String, BTreeMap<String, ExpectedSnapshot>>,
 }
 
 /// Expected figures of a snapshot measure in one group.
@@ -625,6 +641,8 @@ pub struct ExpectedSnapshot {
 pub enum Status {
     /// Achieved after this many days.
     Achieved(i64),
+    /// A state outcome's state held when it was read (no days to achieve).
+    Held,
     /// Deadline passed.
     NotAchieved,
     /// Open.
@@ -654,6 +672,7 @@ impl Expected {
                         o.achieved += 1;
                         o.days.push(*d);
                     }
+                    Status::Held => o.achieved += 1,
                     Status::NotAchieved => o.not_achieved += 1,
                     Status::Pending => o.pending += 1,
                 }
@@ -676,6 +695,8 @@ struct Facts {
     job_starts: Vec<(i64, String)>,
     job_ends: Vec<(i64, String)>,
     claims: Vec<(i64, String, bool)>,
+    /// Universal Credit claims: (start, claim id, area).
+    uc_claims: Vec<(i64, String, String)>,
     claim_ends: Vec<(i64, String)>,
     referrals: Vec<(i64, String)>,
     treatments: Vec<i64>,
@@ -714,11 +735,16 @@ impl Facts {
             }
             EmploymentStarted => self.job_starts.push((d, text(e, "employment_id"))),
             EmploymentEnded => self.job_ends.push((d, text(e, "employment_id"))),
-            BenefitClaimStarted => self.claims.push((
-                d,
-                text(e, "claim_id"),
-                e.json["health_condition"] == json!(true),
-            )),
+            BenefitClaimStarted => {
+                self.claims.push((
+                    d,
+                    text(e, "claim_id"),
+                    e.json["health_condition"] == json!(true),
+                ));
+                if text(e, "benefit") == "UNIVERSAL_CREDIT" {
+                    self.uc_claims.push((d, text(e, "claim_id"), area));
+                }
+            }
             BenefitClaimEnded => self.claim_ends.push((d, text(e, "claim_id"))),
             ReferralReceived if text(e, "pathway") == "MENTAL_HEALTH" => {
                 self.referrals.push((d, area));
@@ -758,6 +784,89 @@ impl Facts {
                 (*s, end)
             })
             .collect()
+    }
+
+    /// The end of claim `id` that started on `start`: its first
+    /// BenefitClaimEnded on or after the start.
+    fn claim_end(&self, id: &str, start: i64) -> Option<i64> {
+        self.claim_ends
+            .iter()
+            .filter(|(e, eid)| eid == id && *e >= start)
+            .map(|(e, _)| *e)
+            .min()
+    }
+
+    /// Whether an employment is open at `day` (started by it, not ended by it).
+    fn in_work_at(&self, day: i64) -> bool {
+        self.jobs()
+            .into_iter()
+            .any(|(s, e)| s <= day && e.is_none_or(|e| e > day))
+    }
+
+    /// Whether an enrolment is open at `day`: started by it, and not ended
+    /// by it by the first exit from the same provider on or after its start.
+    fn in_education_at(&self, day: i64) -> bool {
+        self.enrolments.iter().any(|(s, provider)| {
+            let end = self
+                .exit_providers
+                .iter()
+                .filter(|(e, p)| p == provider && e >= s)
+                .map(|(e, _)| *e)
+                .min();
+            *s <= day && end.is_none_or(|e| e > day)
+        })
+    }
+
+    /// A state read at `day`: decided once the watermark has reached it.
+    fn state_at(day: i64, wm: i64, holds: impl FnOnce() -> bool) -> Status {
+        if wm < day {
+            Status::Pending
+        } else if holds() {
+            Status::Held
+        } else {
+            Status::NotAchieved
+        }
+    }
+
+    /// missions/uc_into_work.toml: started a Universal Credit claim; six
+    /// months (182 days) later on no Universal Credit claim and in work.
+    fn uc_into_work(&self, wm: i64) -> Option<(String, Vec<(&'static str, Status)>)> {
+        let (start, _, area) = self.uc_claims.iter().min_by_key(|(d, ..)| *d)?;
+        let at = start + 182;
+        let status = Self::state_at(at, wm, || {
+            let on_uc = self
+                .uc_claims
+                .iter()
+                .any(|(s, id, _)| *s <= at && self.claim_end(id, *s).is_none_or(|e| e > at));
+            self.in_work_at(at) && !on_uc
+        });
+        Some((self.area_at(area), vec![("off_benefit_in_work_6m", status)]))
+    }
+
+    /// missions/youth_participation.toml: left education aged 16-24; in
+    /// education or work 182 days later; a job or a course starting within
+    /// 90 days.
+    fn youth_participation(&self, wm: i64) -> Option<(String, Vec<(&'static str, Status)>)> {
+        let (exit, area) = self.exits.iter().min_by_key(|(d, _)| *d)?;
+        if !(16..=24).contains(&self.age_at(*exit)?) {
+            return None;
+        }
+        let at = exit + 182;
+        let participating =
+            Self::state_at(at, wm, || self.in_education_at(at) || self.in_work_at(at));
+        let starts: Vec<i64> = self
+            .job_starts
+            .iter()
+            .chain(&self.enrolments)
+            .map(|(s, _)| *s)
+            .collect();
+        Some((
+            self.area_at(area),
+            vec![
+                ("participating_at_6m", participating),
+                ("reengaged_within_90d", Self::occurs(&starts, *exit, 90, wm)),
+            ],
+        ))
     }
 
     /// missions/opportunity.toml, snapshot `neet`: `Some((area, neet))` when
@@ -812,8 +921,9 @@ impl Facts {
     fn anchor_day(&self, mission: &str) -> Option<i64> {
         let first = |v: &[(i64, String)]| v.iter().map(|(d, _)| *d).min();
         match mission {
-            "opportunity" => first(&self.exits),
+            "opportunity" | "youth_participation" => first(&self.exits),
             "health_and_work" => first(&self.referrals),
+            "uc_into_work" => self.uc_claims.iter().map(|(d, ..)| *d).min(),
             _ => first(&self.releases),
         }
     }
@@ -993,6 +1103,13 @@ mod tests {
         );
         let settled = rate("safer_streets", "settled_accommodation_3d");
         assert!((0.45..0.55).contains(&settled), "settled {settled}");
+        // Universal Credit (the health claimants): off it and in work six
+        // months on is rare, as few find work that soon; not none.
+        let uc = rate("uc_into_work", "off_benefit_in_work_6m");
+        assert!((0.0..0.3).contains(&uc) && uc > 0.0, "UC into work {uc}");
+        // Young leavers: the 88% who start within 180 days, less early losses.
+        let participating = rate("youth_participation", "participating_at_6m");
+        assert!((0.6..0.9).contains(&participating), "participating {participating}");
     }
 
     #[test]
@@ -1019,5 +1136,39 @@ mod tests {
         // Aged 26 at leaving: outside the cohort.
         f.birth = Some((1998, 1));
         assert!(f.opportunity(400).is_none());
+    }
+
+    #[test]
+    fn the_oracle_reads_the_new_missions_rules() {
+        let mut f = Facts::default();
+        f.uc_claims.push((10, "c".into(), "E1".into()));
+        f.job_starts.push((100, "j".into()));
+        // Six months after the claim (day 192): read once the watermark
+        // reaches it; still on the claim then, so not achieved.
+        assert_eq!(f.uc_into_work(191).unwrap().1[0].1, Status::Pending);
+        assert_eq!(f.uc_into_work(192).unwrap().1[0].1, Status::NotAchieved);
+        // The claim ended (day 120): off the benefit and in work.
+        f.claim_ends.push((120, "c".into()));
+        assert_eq!(f.uc_into_work(192).unwrap().1[0].1, Status::Held);
+        // The job ended on day 192 itself: not in work at the reading.
+        f.job_ends.push((192, "j".into()));
+        assert_eq!(f.uc_into_work(400).unwrap().1[0].1, Status::NotAchieved);
+
+        let mut y = Facts {
+            birth: Some((2006, 6)),
+            ..Facts::default()
+        };
+        y.enrolments.push((0, "p1".into()));
+        y.exit_providers.push((100, "p1".into()));
+        y.exits.push((100, "E1".into()));
+        // A new course 60 days after leaving: re-engaged, and in education
+        // six months on.
+        y.enrolments.push((160, "p2".into()));
+        let got = y.youth_participation(300).unwrap().1;
+        assert_eq!(got[0].1, Status::Held);
+        assert_eq!(got[1].1, Status::Achieved(60));
+        // Left the new course before the six months: not participating.
+        y.exit_providers.push((250, "p2".into()));
+        assert_eq!(y.youth_participation(300).unwrap().1[0].1, Status::NotAchieved);
     }
 }

@@ -126,6 +126,29 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// The reviewed Avro schema of the event type (`schemas/` in the
+    /// repository), as its text: the reader schema services decode with,
+    /// and what definitions are checked against.
+    pub fn schema_source(self) -> &'static str {
+        use EventType::*;
+        match self {
+            EducationEnrolled => include_str!("../../../schemas/dfe/EducationEnrolled.avsc"),
+            EducationExited => include_str!("../../../schemas/dfe/EducationExited.avsc"),
+            BenefitClaimStarted => include_str!("../../../schemas/dwp/BenefitClaimStarted.avsc"),
+            BenefitClaimEnded => include_str!("../../../schemas/dwp/BenefitClaimEnded.avsc"),
+            EmploymentStarted => include_str!("../../../schemas/hmrc/EmploymentStarted.avsc"),
+            EmploymentEnded => include_str!("../../../schemas/hmrc/EmploymentEnded.avsc"),
+            ReferralReceived => include_str!("../../../schemas/dhsc/ReferralReceived.avsc"),
+            TreatmentStarted => include_str!("../../../schemas/dhsc/TreatmentStarted.avsc"),
+            TreatmentCompleted => include_str!("../../../schemas/dhsc/TreatmentCompleted.avsc"),
+            ReleasedFromCustody => include_str!("../../../schemas/moj/ReleasedFromCustody.avsc"),
+            ProvenReoffence => include_str!("../../../schemas/moj/ProvenReoffence.avsc"),
+            AccommodationRecorded => {
+                include_str!("../../../schemas/mhclg/AccommodationRecorded.avsc")
+            }
+        }
+    }
+
     /// Every event type, in a stable order.
     pub const ALL: [EventType; 12] = [
         EventType::EducationEnrolled,

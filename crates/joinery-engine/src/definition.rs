@@ -32,23 +32,151 @@ pub enum DefinitionError {
         /// What is wrong.
         reason: String,
     },
-    /// The shape is right but the content is not (an unknown capability, event type, ...).
-    #[error("{path}: {reason}")]
+    /// The shape is right but the content is not (an unknown capability,
+    /// event type, field or value, ...).
+    #[error("{path}:{line}: {reason}")]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// 1-based line of the problem (of the table holding it, when the
+        /// problem is in a nested value).
+        line: usize,
+        /// What is wrong, and what was expected.
         reason: String,
     },
 }
 
-/// An event filter: `event = "dfe.EducationExited"` plus `where` conditions.
+/// A test on one field of an event, as a definition's `where` writes it.
+/// (Serialised untagged, so that an exact match reads as the bare value:
+/// definitions written before the other tests keep their fingerprint.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Predicate {
+    /// `field = value`: equal to it.
+    Eq(FieldValue),
+    /// `field = [a, b]`: one of them.
+    In {
+        /// The values allowed.
+        any: Vec<FieldValue>,
+    },
+    /// `field = { not = [a, b] }`: none of them (an absent field passes).
+    NotIn {
+        /// The values refused.
+        not: Vec<FieldValue>,
+    },
+    /// `field = { at_least = x, at_most = y }`: a number or moment in the
+    /// range, both ends included (an absent field fails).
+    Range {
+        /// Smallest value allowed.
+        at_least: Option<i64>,
+        /// Largest value allowed.
+        at_most: Option<i64>,
+    },
+    /// `field = { present = true }`: an optional field is (or is not) set.
+    Present {
+        /// Whether it must be set.
+        present: bool,
+    },
+}
+
+impl Predicate {
+    /// Whether a field's value (`None` when absent) passes.
+    pub fn test(&self, v: Option<&FieldValue>) -> bool {
+        match self {
+            Predicate::Eq(x) => v == Some(x),
+            Predicate::In { any } => v.is_some_and(|v| any.contains(v)),
+            Predicate::NotIn { not } => v.is_none_or(|v| !not.contains(v)),
+            Predicate::Range { at_least, at_most } => match v {
+                Some(FieldValue::Int(i)) => {
+                    at_least.is_none_or(|min| *i >= min) && at_most.is_none_or(|max| *i <= max)
+                }
+                _ => false,
+            },
+            Predicate::Present { present } => v.is_some() == *present,
+        }
+    }
+}
+
+/// An event filter: `event = "dfe.EducationExited"` plus `where` tests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventFilter {
     /// The event type.
     pub event: EventType,
-    /// Field values that must match exactly.
-    pub conditions: BTreeMap<String, FieldValue>,
+    /// Tests on the event's fields, all of which must pass.
+    pub conditions: BTreeMap<String, Predicate>,
+}
+
+/// A condition over capabilities, as cohorts, outcomes and snapshots use
+/// them: a capability by name, or `any_of`, `all_of` and `not` of others.
+/// A capability *holds at* a moment when it is an occurrence that happened
+/// at or before it, or an interval open then. (Serialised untagged, so a
+/// bare name reads as it did before conditions could combine.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Condition {
+    /// A capability, by name.
+    Capability(String),
+    /// Any of these.
+    AnyOf {
+        /// The alternatives.
+        any_of: Vec<Condition>,
+    },
+    /// All of these.
+    AllOf {
+        /// What must all hold.
+        all_of: Vec<Condition>,
+    },
+    /// Not this.
+    Not {
+        /// What must not hold.
+        not: Box<Condition>,
+    },
+}
+
+impl Condition {
+    /// Every capability it names.
+    pub fn capabilities(&self) -> Vec<&str> {
+        match self {
+            Condition::Capability(n) => vec![n.as_str()],
+            Condition::AnyOf { any_of: cs } | Condition::AllOf { all_of: cs } => {
+                cs.iter().flat_map(Condition::capabilities).collect()
+            }
+            Condition::Not { not } => not.capabilities(),
+        }
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |f: &mut std::fmt::Formatter<'_>, word: &str, cs: &[Condition]| {
+            write!(f, "{word}(")?;
+            for (i, c) in cs.iter().enumerate() {
+                if i > 0 {
+                    write!(f, ", ")?;
+                }
+                write!(f, "{c}")?;
+            }
+            write!(f, ")")
+        };
+        match self {
+            Condition::Capability(n) => write!(f, "{n}"),
+            Condition::AnyOf { any_of } => list(f, "any_of", any_of),
+            Condition::AllOf { all_of } => list(f, "all_of", all_of),
+            Condition::Not { not } => write!(f, "not({not})"),
+        }
+    }
+}
+
+/// Whether a higher or a lower rate of an outcome is the better one (for
+/// display only: it changes no figure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    /// More achieving it is better (work found, treatment on time).
+    #[default]
+    Higher,
+    /// Fewer achieving it is better (a reoffence).
+    Lower,
 }
 
 /// A named per-citizen fact.
@@ -125,11 +253,15 @@ pub struct Cohort {
     pub age: Option<(i64, i64)>,
     /// Interval capabilities that must be open at the anchor time.
     pub active_at_anchor: Vec<String>,
+    /// A condition that must hold at the anchor time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_anchor: Option<Condition>,
     /// Counts and durations, at the anchor time, that must be in range.
     pub require: Vec<Requirement>,
 }
 
-/// An outcome: a condition that must hold within a window.
+/// An outcome: a condition that must occur within a window (an *event*
+/// outcome), or hold at a moment after its start (a *state* outcome).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {
     /// Outcome id within the mission.
@@ -139,12 +271,21 @@ pub struct Outcome {
     /// The window starts at this capability's time (default: the cohort anchor).
     /// Citizens without it are not counted for this outcome.
     pub from: Option<String>,
-    /// The capability that must occur (or, for intervals, start) in the window.
-    pub condition: String,
-    /// Window length in days.
+    /// Event outcome: what must occur (or, for intervals, start) in the
+    /// window, a capability or `any_of` them. State outcome: what must hold
+    /// `at_days` after the window's start.
+    pub condition: Condition,
+    /// Window length in days (a state outcome's `at_days`).
     pub within_days: i64,
     /// For interval conditions: how long it must last.
     pub sustained_days: Option<i64>,
+    /// A state outcome: `condition` is read at the window's start plus
+    /// this many days (equal to `within_days`), achieved if it holds then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_days: Option<i64>,
+    /// Whether a higher rate is better (display only; not a rule).
+    #[serde(skip)]
+    pub better: Better,
 }
 
 /// A snapshot measure: who, at the watermark, is in a population (an age
@@ -163,6 +304,9 @@ pub struct Snapshot {
     pub open: Vec<String>,
     /// Interval capabilities none of which may be open at the watermark.
     pub not_open: Vec<String>,
+    /// A condition that must hold at the watermark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Condition>,
 }
 
 /// A mission, compiled.
@@ -198,10 +342,12 @@ impl MissionDef {
 }
 
 mod parse;
+mod shapes;
 #[cfg(test)]
 mod tests;
 
 pub use parse::{parse_capabilities, parse_mission};
+pub use shapes::{EventShapes, FieldShape, FieldSpec};
 
 /// A fingerprint of what evaluation depends on in `missions`: a stable
 /// serialisation (JSON, fields in declaration order, maps sorted) of every
@@ -266,6 +412,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<MissionDef>, DefinitionError> {
         if missions.iter().any(|x| x.id == m.id) {
             return Err(DefinitionError::Invalid {
                 path: f,
+                line: 1,
                 reason: format!("mission id `{}` is already defined by another file", m.id),
             });
         }

@@ -33,11 +33,23 @@ use joinery_domain::{
     Event, FieldValue, Millis, MissionId, OutcomeState, OutcomeView, SnapshotView, YearMonth,
 };
 
-use crate::definition::{Capability, EventFilter, MissionDef, Outcome, Snapshot};
+use crate::definition::{Capability, Condition, EventFilter, MissionDef, Outcome, Snapshot};
 use crate::{CitizenEvents, Evaluation, Mission};
 
 fn matches(f: &EventFilter, e: &Event) -> bool {
-    e.event_type == f.event && f.conditions.iter().all(|(k, v)| e.fields.get(k) == Some(v))
+    e.event_type == f.event && f.conditions.iter().all(|(k, p)| p.test(e.fields.get(k)))
+}
+
+/// How far an event outcome's condition got in its window: what achieved
+/// it, if anything, and what could still.
+struct Attempt {
+    /// (qualifying time, decided at) of the earliest decided achievement.
+    achieved: Option<(Millis, Millis)>,
+    /// When intervals started in the window, still open, would be sustained.
+    open_deadlines: Vec<Millis>,
+    /// The latest end of an interval that started in the window but ended
+    /// too soon (when a not-achieved was decided, at the earliest).
+    latest_short_end: Millis,
 }
 
 /// Age in whole years at `at`, from a birth month (the day is not held, so
@@ -164,6 +176,25 @@ impl MissionDef {
             .any(|(s, e)| s.occurred_at <= at && e.is_none_or(|e| e > at))
     }
 
+    /// Whether `c` holds at `at`: an occurrence capability that happened at
+    /// or before it, an interval open then, or their combination.
+    fn holds_at(&self, c: &Condition, events: &CitizenEvents, at: Millis) -> bool {
+        match c {
+            Condition::Capability(name) => match self.capability(name) {
+                Capability::First(f) | Capability::Last(f) => events
+                    .iter()
+                    .take_while(|e| e.occurred_at <= at)
+                    .any(|e| matches(f, e)),
+                Capability::Interval { .. } => self.open_at(name, events, at),
+                // Refused in conditions when the definitions load.
+                Capability::Count(_) | Capability::Duration { .. } => false,
+            },
+            Condition::AnyOf { any_of } => any_of.iter().any(|c| self.holds_at(c, events, at)),
+            Condition::AllOf { all_of } => all_of.iter().all(|c| self.holds_at(c, events, at)),
+            Condition::Not { not } => !self.holds_at(not, events, at),
+        }
+    }
+
     /// Every snapshot whose population the citizen is in at the watermark,
     /// and the next watermark at which any snapshot could change.
     fn snapshots(
@@ -215,7 +246,11 @@ impl MissionDef {
             && !s
                 .not_open
                 .iter()
-                .any(|n| self.open_at(n, events, watermark));
+                .any(|n| self.open_at(n, events, watermark))
+            && s
+                .state
+                .as_ref()
+                .is_none_or(|c| self.holds_at(c, events, watermark));
         SnapshotView {
             name: s.id.clone(),
             holds,
@@ -227,24 +262,46 @@ impl MissionDef {
         }
     }
 
-    fn outcome(
+    /// An event outcome's condition in its window: a capability, or the
+    /// earliest of `any_of` them.
+    fn attempt(
         &self,
         o: &Outcome,
+        condition: &Condition,
         events: &CitizenEvents,
-        window_start: Millis,
+        window: (Millis, Millis),
         watermark: Millis,
-    ) -> (OutcomeView, Option<Millis>) {
-        // Saturating: event times come from departments and may be extreme.
-        let window_end = window_start.saturating_add(o.within_days.saturating_mul(DAY_MS));
+    ) -> Attempt {
+        let (window_start, window_end) = window;
         let in_window = |t: Millis| t >= window_start && t <= window_end;
-        let mut achieved: Option<(Millis, Millis)> = None; // (qualifying time, decided at)
-        let mut open_deadlines = Vec::new();
-        let mut latest_short_end = window_end;
-        match self.capability(&o.condition) {
+        let mut out = Attempt {
+            achieved: None,
+            open_deadlines: Vec::new(),
+            latest_short_end: window_end,
+        };
+        let name = match condition {
+            Condition::Capability(name) => name,
+            Condition::AnyOf { any_of } => {
+                for c in any_of {
+                    let a = self.attempt(o, c, events, window, watermark);
+                    if let Some(got) = a.achieved {
+                        if out.achieved.is_none_or(|(_, decided)| got.1 < decided) {
+                            out.achieved = Some(got);
+                        }
+                    }
+                    out.open_deadlines.extend(a.open_deadlines);
+                    out.latest_short_end = out.latest_short_end.max(a.latest_short_end);
+                }
+                return out;
+            }
+            // Refused in event outcomes when the definitions load.
+            Condition::AllOf { .. } | Condition::Not { .. } => return out,
+        };
+        match self.capability(name) {
             // Refused as conditions when the definitions load.
             Capability::Count(_) | Capability::Duration { .. } => {}
             Capability::First(f) | Capability::Last(f) => {
-                achieved = events
+                out.achieved = events
                     .iter()
                     .find(|e| matches(f, e) && in_window(e.occurred_at))
                     .map(|e| (e.occurred_at, e.occurred_at));
@@ -259,25 +316,51 @@ impl MissionDef {
                         continue;
                     }
                     let Some(days) = o.sustained_days else {
-                        achieved = Some((s.occurred_at, s.occurred_at));
+                        out.achieved = Some((s.occurred_at, s.occurred_at));
                         break;
                     };
                     let sustained_at = s.occurred_at.saturating_add(days.saturating_mul(DAY_MS));
                     match ended {
                         Some(e) if e >= sustained_at => {
-                            achieved = Some((s.occurred_at, sustained_at));
+                            out.achieved = Some((s.occurred_at, sustained_at));
                             break;
                         }
-                        Some(e) => latest_short_end = latest_short_end.max(e),
+                        Some(e) => out.latest_short_end = out.latest_short_end.max(e),
                         None if watermark >= sustained_at => {
-                            achieved = Some((s.occurred_at, sustained_at));
+                            out.achieved = Some((s.occurred_at, sustained_at));
                             break;
                         }
-                        None => open_deadlines.push(sustained_at),
+                        None => out.open_deadlines.push(sustained_at),
                     }
                 }
             }
         }
+        out
+    }
+
+    fn outcome(
+        &self,
+        o: &Outcome,
+        events: &CitizenEvents,
+        window_start: Millis,
+        watermark: Millis,
+    ) -> (OutcomeView, Option<Millis>) {
+        // Saturating: event times come from departments and may be extreme.
+        let window_end = window_start.saturating_add(o.within_days.saturating_mul(DAY_MS));
+        if o.at_days.is_some() {
+            return self.state_outcome(o, events, (window_start, window_end), watermark);
+        }
+        let Attempt {
+            achieved,
+            open_deadlines,
+            latest_short_end,
+        } = self.attempt(
+            o,
+            &o.condition,
+            events,
+            (window_start, window_end),
+            watermark,
+        );
         let (status, decided_at, duration_days, deadline) = match achieved {
             // Achieved after the watermark: not final yet. Decided when the
             // watermark reaches it, or earlier if an earlier open interval
@@ -322,6 +405,37 @@ impl MissionDef {
 }
 
 impl MissionDef {
+    /// A state outcome: decided when the watermark reaches the window's
+    /// end (`at_days` after its start), achieved if the condition holds then.
+    fn state_outcome(
+        &self,
+        o: &Outcome,
+        events: &CitizenEvents,
+        (window_start, at): (Millis, Millis),
+        watermark: Millis,
+    ) -> (OutcomeView, Option<Millis>) {
+        let (status, decided_at, deadline) = if watermark >= at {
+            let status = if self.holds_at(&o.condition, events, at) {
+                OutcomeState::Achieved
+            } else {
+                OutcomeState::NotAchieved
+            };
+            (status, Some(at), None)
+        } else {
+            (OutcomeState::Pending, None, Some(at))
+        };
+        (
+            OutcomeView {
+                name: o.id.clone(),
+                status,
+                anchor_at: window_start,
+                decided_at,
+                duration_days: None,
+            },
+            deadline,
+        )
+    }
+
     /// The anchor event when the citizen is in the cohort.
     fn cohort_anchor<'a>(&self, events: &'a CitizenEvents) -> Option<&'a Event> {
         let anchor = self.occurrence(&self.cohort.anchor, events)?;
@@ -342,6 +456,11 @@ impl MissionDef {
             .active_at_anchor
             .iter()
             .all(|name| self.open_at(name, events, at))
+            && self
+                .cohort
+                .at_anchor
+                .as_ref()
+                .is_none_or(|c| self.holds_at(c, events, at))
             && self.cohort.require.iter().all(in_range))
         .then_some(anchor)
     }

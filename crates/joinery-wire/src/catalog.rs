@@ -20,21 +20,7 @@ pub fn event_subject(topic: &str, event_type: EventType) -> String {
 }
 
 fn source(event_type: EventType) -> &'static str {
-    use EventType::*;
-    match event_type {
-        EducationEnrolled => include_str!("../../../schemas/dfe/EducationEnrolled.avsc"),
-        EducationExited => include_str!("../../../schemas/dfe/EducationExited.avsc"),
-        BenefitClaimStarted => include_str!("../../../schemas/dwp/BenefitClaimStarted.avsc"),
-        BenefitClaimEnded => include_str!("../../../schemas/dwp/BenefitClaimEnded.avsc"),
-        EmploymentStarted => include_str!("../../../schemas/hmrc/EmploymentStarted.avsc"),
-        EmploymentEnded => include_str!("../../../schemas/hmrc/EmploymentEnded.avsc"),
-        ReferralReceived => include_str!("../../../schemas/dhsc/ReferralReceived.avsc"),
-        TreatmentStarted => include_str!("../../../schemas/dhsc/TreatmentStarted.avsc"),
-        TreatmentCompleted => include_str!("../../../schemas/dhsc/TreatmentCompleted.avsc"),
-        ReleasedFromCustody => include_str!("../../../schemas/moj/ReleasedFromCustody.avsc"),
-        ProvenReoffence => include_str!("../../../schemas/moj/ProvenReoffence.avsc"),
-        AccommodationRecorded => include_str!("../../../schemas/mhclg/AccommodationRecorded.avsc"),
-    }
+    event_type.schema_source()
 }
 
 const VIEW_SOURCE: &str = include_str!("../../../schemas/views/MissionView.avsc");

@@ -63,6 +63,11 @@ struct Args {
     /// Mission definitions.
     #[arg(long, default_value = "missions")]
     missions_dir: PathBuf,
+    /// The missions evaluated, by id: by default the three the Kafka
+    /// Streams baseline implements, so that both do the same work; `all`
+    /// for every mission in the directory.
+    #[arg(long, default_value = "opportunity,health_and_work,safer_streets")]
+    missions: String,
     /// `all`, or `processor` (baselines, processor and restore only).
     #[arg(long, default_value = "all")]
     stages: String,
@@ -392,11 +397,21 @@ fn log_end(kafka: &KafkaSettings, topics: &[String]) -> Result<u64> {
     Ok(n)
 }
 
-fn view_topics(kafka: &KafkaSettings) -> Vec<String> {
-    ["opportunity", "health_and_work", "safer_streets"]
-        .iter()
-        .map(|m| kafka.topic(&joinery_wire::catalog::view_topic(m)))
-        .collect()
+/// The view topics of the missions in `dir` (each file is named by its
+/// mission's id).
+fn view_topics(kafka: &KafkaSettings, dir: &Path) -> Result<Vec<String>> {
+    let mut topics = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            if let Some(id) = path.file_stem().and_then(|s| s.to_str()) {
+                if id != "capabilities" {
+                    topics.push(kafka.topic(&joinery_wire::catalog::view_topic(id)));
+                }
+            }
+        }
+    }
+    Ok(topics)
 }
 
 /// Posts `events` through the gateway, batches of 500 per department, from
@@ -602,7 +617,9 @@ async fn prepare(
 #[tokio::main]
 async fn main() -> Result<()> {
     joinery_runtime::telemetry::init_tracing();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let work = tempfile::tempdir()?;
+    args.missions_dir = select_missions(&args.missions_dir, &args.missions, work.path())?;
     let all = match args.stages.as_str() {
         "all" => true,
         "processor" => false,
@@ -615,7 +632,6 @@ async fn main() -> Result<()> {
         replication: 1,
         namespace: format!("bench-{run}.{stage}."),
     };
-    let work = tempfile::tempdir()?;
     let http = reqwest::Client::new();
 
     // The registry runs in-process; the services are separate processes.
@@ -683,7 +699,7 @@ async fn main() -> Result<()> {
     let mut joinery_opportunity = None;
     if all {
         eprintln!("bench: projections");
-        views = log_end(&log, &view_topics(&log))?;
+        views = log_end(&log, &view_topics(&log, &args.missions_dir)?)?;
         let mut pr = env.spawn("projections", "projections")?;
         projections_secs = Some(pr.run_until(&http, APPLIED, views as f64).await?);
         let figures: Value = http
@@ -779,7 +795,7 @@ async fn main() -> Result<()> {
         processor
             .run_between(&http, PROCESSED, FINISHED, events.len() as f64)
             .await?;
-        let views = log_end(&lv, &view_topics(&lv))?;
+        let views = log_end(&lv, &view_topics(&lv, &args.missions_dir)?)?;
         projections.run_until(&http, APPLIED, views as f64).await?;
         let text = projections.metrics_text(&http).await?;
         let view_text = processor.metrics_text(&http).await?;
@@ -1047,6 +1063,22 @@ fn dir_size(p: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// A directory of `dir`'s capabilities and the missions named in `ids`
+/// (comma-separated, or `all`), under `work`.
+fn select_missions(dir: &Path, ids: &str, work: &Path) -> Result<PathBuf> {
+    if ids == "all" {
+        return Ok(dir.to_owned());
+    }
+    let out = work.join("missions");
+    std::fs::create_dir_all(&out)?;
+    for file in std::iter::once("capabilities").chain(ids.split(',').map(str::trim)) {
+        let name = format!("{file}.toml");
+        std::fs::copy(dir.join(&name), out.join(&name))
+            .with_context(|| format!("--missions: no {name} in {}", dir.display()))?;
+    }
+    Ok(out)
 }
 
 fn joinery_engine_count(dir: &Path) -> usize {

@@ -93,6 +93,23 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Mission definitions.
+    Missions {
+        #[command(subcommand)]
+        command: MissionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MissionsCommand {
+    /// Load a missions directory as the services will, checking every
+    /// capability, event type, field and value, and describe each mission;
+    /// exits non-zero with the file, line and reason of the first mistake.
+    Check {
+        /// The directory (`capabilities.toml` and one file per mission).
+        #[arg(default_value = "missions", env = "JOINERY_MISSIONS_DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

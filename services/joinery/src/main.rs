@@ -15,6 +15,7 @@ mod cli;
 mod config;
 mod deadletter;
 mod demo;
+mod missions;
 mod publish;
 
 /// jemalloc rather than glibc's allocator, for Rust and (through the
@@ -28,7 +29,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::time::Duration;
 
-use cli::{Cli, Command, ConfigCommand, Service};
+use cli::{Cli, Command, ConfigCommand, MissionsCommand, Service};
 use config::settings::{IngestTable, ProcessorTable, ProjectionsTable, RegistryTable, Table};
 use config::{load, Loaded, Sources};
 use joinery_runtime::shutdown_signal;
@@ -123,6 +124,12 @@ async fn main() -> anyhow::Result<()> {
                 |c| async move { joinery_processor::rebuild(config, c).await.map(|_| ()) },
             )
             .await
+        }
+        Command::Missions {
+            command: MissionsCommand::Check { dir },
+        } => {
+            print!("{}", missions::check(&dir)?);
+            Ok(())
         }
         Command::Deadletter(args) => {
             let s = settings::<ProcessorTable>(cli.config, args.flags())?;

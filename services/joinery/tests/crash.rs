@@ -469,7 +469,11 @@ async fn trial(seed: u64) -> Result<Kills> {
     // One trial in four: a rebuild of a mission, killed midway, then run
     // again to the end.
     if rng.random_bool(0.25) {
-        let mission = ["opportunity", "health_and_work", "safer_streets"][rng.random_range(0..3)];
+        let ids: Vec<String> = joinery_engine::load_missions(&missions_dir())?
+            .into_iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        let mission = ids[rng.random_range(0..ids.len())].as_str();
         let mut rebuild = joinery(&stack, &["rebuild", mission])
             .stdout(Stdio::null())
             .stderr(log_file(&stack, "rebuild")?)

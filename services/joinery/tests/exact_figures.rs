@@ -132,38 +132,40 @@ async fn a_calibrated_population_through_the_gateway_gives_exactly_the_expected_
                 }
             }
         }
-        // The NEET snapshot: everyone aged 16 to 24 at the watermark.
-        for (mission, want) in &expected.neet {
+        // The snapshots (NEET and EET): everyone aged 16 to 24 at the watermark.
+        for (mission, snapshots) in &expected.snapshots {
             let (_, m) = stack.mission_metrics(mission, OPERATOR_TOKEN, "").await?;
-            let got = &m["snapshots"]["neet"];
-            let figures = |v: &Value| {
-                (
-                    v["population"]["value"].as_i64().unwrap_or(-1),
-                    v["count"]["value"].as_i64().unwrap_or(-1),
-                )
-            };
-            if figures(got) != (want.total.population, want.total.count) {
-                problems.push(format!(
-                    "{mission} neet: (population, count) {:?}, expected {:?}",
-                    figures(got),
-                    (want.total.population, want.total.count)
-                ));
-            }
-            let areas: BTreeMap<String, (i64, i64)> = got["by_area"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|g| (g["key"].as_str().unwrap_or_default().to_owned(), figures(g)))
-                .collect();
-            let wanted: BTreeMap<String, (i64, i64)> = want
-                .by_area
-                .iter()
-                .map(|(k, g)| (k.clone(), (g.population, g.count)))
-                .collect();
-            if areas != wanted {
-                problems.push(format!(
-                    "{mission} neet by area: {areas:?}, expected {wanted:?}"
-                ));
+            for (id, want) in snapshots {
+                let got = &m["snapshots"][id];
+                let figures = |v: &Value| {
+                    (
+                        v["population"]["value"].as_i64().unwrap_or(-1),
+                        v["count"]["value"].as_i64().unwrap_or(-1),
+                    )
+                };
+                if figures(got) != (want.total.population, want.total.count) {
+                    problems.push(format!(
+                        "{mission} {id}: (population, count) {:?}, expected {:?}",
+                        figures(got),
+                        (want.total.population, want.total.count)
+                    ));
+                }
+                let areas: BTreeMap<String, (i64, i64)> = got["by_area"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| (g["key"].as_str().unwrap_or_default().to_owned(), figures(g)))
+                    .collect();
+                let wanted: BTreeMap<String, (i64, i64)> = want
+                    .by_area
+                    .iter()
+                    .map(|(k, g)| (k.clone(), (g.population, g.count)))
+                    .collect();
+                if areas != wanted {
+                    problems.push(format!(
+                        "{mission} {id} by area: {areas:?}, expected {wanted:?}"
+                    ));
+                }
             }
         }
         if problems.is_empty() {
@@ -178,7 +180,7 @@ async fn a_calibrated_population_through_the_gateway_gives_exactly_the_expected_
     }
     let applied = stack.applied_events().await?;
     assert_eq!(applied as usize, distinct, "re-sent events applied once");
-    let neet = &expected.neet["opportunity"].total;
+    let neet = &expected.snapshots["opportunity"]["neet"].total;
     assert!(
         neet.count > 0 && neet.count < neet.population,
         "the population has NEET and non-NEET young people: {neet:?}"

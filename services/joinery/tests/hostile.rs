@@ -806,10 +806,21 @@ async fn a_view_kafka_refuses_is_quarantined_and_the_partition_goes_on() -> Resu
         if quarantined > 0.0 {
             break;
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "no quarantined view counted"
-        );
+        if std::time::Instant::now() >= deadline {
+            let text = stack.prometheus_text(&stack.processor_url).await?;
+            let seen: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.contains("views_published")
+                        || l.contains("outbox")
+                        || l.contains("events_total")
+                })
+                .collect();
+            anyhow::bail!(
+                "no quarantined view counted; the processor's metrics:\n{}",
+                seen.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // The citizen's safer-streets view was refused, not published: that

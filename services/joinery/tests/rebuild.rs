@@ -67,7 +67,7 @@ async fn a_rebuilt_mission_comes_back_identical_and_new_definitions_replace_it()
     let expected = people.expected(stack.kafka.partitions, PSEUDONYM_KEY)?;
     publish_population(&stack, &people).await?;
     let cohort = expected.total["opportunity"].cohort;
-    let neet = expected.neet["opportunity"].total;
+    let neet = expected.snapshots["opportunity"]["neet"].total;
     let before = wait_for(&stack, "the live figures", |f| {
         f["total"]["cohort"]["value"] == cohort
             && f["snapshots"]["neet"]["population"]["value"] == neet.population

@@ -103,13 +103,15 @@ impl Processor {
                 }
             }
             // While an earlier run's timer backlog waits for its partition
-            // to be assigned here, look for it between records too.
-            let idle = if self.backlogged.lock().is_empty() {
-                None
-            } else {
+            // to be assigned here, or deliveries are still to be reaped (an
+            // entry Kafka refused is quarantined then, and counted), come
+            // back between records too.
+            let backlogged = !self.backlogged.lock().is_empty();
+            if backlogged {
                 self.drain_assigned_backlogs().await?;
-                Some(Duration::from_millis(500))
-            };
+            }
+            let idle =
+                (backlogged || self.publisher.in_flight()).then(|| Duration::from_millis(200));
             let Some(batch) = self
                 .consumer
                 .next_batch_within(self.config.max_batch, &cancel, idle)
@@ -118,6 +120,7 @@ impl Processor {
                 break;
             };
             if batch.messages.is_empty() {
+                self.publisher.reap(false).await?;
                 continue;
             }
             self.metrics.idle_seconds.inc_by(batch.waited.as_secs_f64());

@@ -250,6 +250,11 @@ impl Publisher {
     /// with `all`; otherwise those done, and enough to keep at most
     /// [`MAX_BATCHES_IN_FLIGHT`] waiting), deleting their outbox entries;
     /// returns the first failure.
+    /// Whether any handed batch has not been reaped yet.
+    pub(crate) fn in_flight(&self) -> bool {
+        !self.in_flight.lock().is_empty()
+    }
+
     pub(crate) async fn reap(&self, all: bool) -> anyhow::Result<()> {
         loop {
             let next = {

@@ -75,6 +75,8 @@ struct OutcomeView {
     id: joinery_domain::OutcomeId,
     /// Its description, the heading it is shown under.
     doc: String,
+    /// Whether a lower rate is the better one.
+    lower_is_better: bool,
     /// Its figures for the whole cohort.
     total: Outcome,
 }
@@ -89,6 +91,7 @@ impl MissionView {
             .map(|o| OutcomeView {
                 id: o.id.clone(),
                 doc: o.doc.clone(),
+                lower_is_better: o.better == joinery_engine::definition::Better::Lower,
                 total: outcome_in(&figures.total, &o.id, audience),
             })
             .collect();
@@ -161,6 +164,8 @@ struct OutcomeSection {
     dom_id: String,
     /// Its description, the section's heading.
     doc: String,
+    /// Whether a lower rate is the better one.
+    lower_is_better: bool,
     /// Its figures for the whole cohort.
     total: Outcome,
     /// By cohort month, then by area; each only when there are groups.
@@ -345,6 +350,7 @@ fn outcome_section(
         id: o.id.clone(),
         dom_id: dom,
         doc: o.doc.clone(),
+        lower_is_better: o.lower_is_better,
         total: o.total.clone(),
         breakdowns,
     }

@@ -850,3 +850,154 @@ proptest! {
         }
     }
 }
+
+fn uc_claim(n: u128, day: i64, id: &str, benefit: &str) -> Event {
+    ev(
+        n,
+        EventType::BenefitClaimStarted,
+        day,
+        &[
+            ("claim_id", text(id)),
+            ("benefit", text(benefit)),
+            ("health_condition", FieldValue::Bool(false)),
+        ],
+    )
+}
+
+fn claim_end(n: u128, day: i64, id: &str) -> Event {
+    ev(n, EventType::BenefitClaimEnded, day, &[("claim_id", text(id))])
+}
+
+#[test]
+fn uc_into_work_reads_work_and_the_claim_six_months_after_it_started() {
+    let m = mission("uc_into_work");
+    let o = |evs: &[Event], day| status(&m, evs, day);
+    // A Jobseeker's Allowance claim is not Universal Credit: not in the cohort.
+    assert!(statuses(&m, &[uc_claim(1, 0, "C1", "JOBSEEKERS_ALLOWANCE")], 400).is_empty());
+    // Claim on day 0, a job from day 100, the claim ended on day 120: at
+    // day 182 off the benefit and in work. Read once the watermark gets there.
+    let found_work = [
+        uc_claim(1, 0, "C1", "UNIVERSAL_CREDIT"),
+        job(2, 100, "E1"),
+        claim_end(3, 120, "C1"),
+    ];
+    assert_eq!(o(&found_work, 181), OutcomeState::Pending);
+    assert_eq!(o(&found_work, 182), OutcomeState::Achieved);
+    // In work but still claiming (in-work Universal Credit): not achieved.
+    assert_eq!(o(&found_work[..2], 182), OutcomeState::NotAchieved);
+    // Off the benefit but the job ended before the reading: not achieved;
+    // one ending on the day itself is ended by then.
+    for end in [150, 182] {
+        let mut evs = found_work.to_vec();
+        evs.push(job_end(4, end, "E1"));
+        assert_eq!(o(&evs, 300), OutcomeState::NotAchieved, "job ended day {end}");
+    }
+    // A second Universal Credit claim open at the reading counts as on it.
+    let mut again = found_work.to_vec();
+    again.push(uc_claim(5, 170, "C2", "UNIVERSAL_CREDIT"));
+    assert_eq!(o(&again, 300), OutcomeState::NotAchieved);
+    // ... and a Jobseeker's Allowance claim does not.
+    let mut jsa = found_work.to_vec();
+    jsa.push(uc_claim(5, 170, "C2", "JOBSEEKERS_ALLOWANCE"));
+    assert_eq!(o(&jsa, 300), OutcomeState::Achieved);
+    // The six months run from the first Universal Credit claim.
+    let mut evs = found_work.to_vec();
+    evs.push(uc_claim(6, 250, "C3", "UNIVERSAL_CREDIT"));
+    let v = snapshots(&m, &evs, T0 + 300 * DAY_MS);
+    assert_eq!(v.cohort_month, YearMonth::of_millis(T0));
+    assert_eq!(v.outcomes[0].decided_at, Some(T0 + 182 * DAY_MS));
+    assert_eq!(v.outcomes[0].duration_days, None, "a state has no days to achieve");
+}
+
+#[test]
+fn youth_participation_counts_education_or_employment() {
+    let m = mission("youth_participation");
+    let left = [enrol(1, -300, "P1"), exit(2, 0)];
+    // Neither: not participating at six months, not re-engaged.
+    assert_eq!(
+        statuses(&m, &left, 200),
+        vec![
+            ("participating_at_6m".into(), OutcomeState::NotAchieved),
+            ("reengaged_within_90d".into(), OutcomeState::NotAchieved),
+        ]
+    );
+    // A new course from day 60: both, by education alone.
+    let mut course = left.to_vec();
+    course.push(enrol(3, 60, "P2"));
+    assert_eq!(
+        statuses(&m, &course, 200),
+        vec![
+            ("participating_at_6m".into(), OutcomeState::Achieved),
+            ("reengaged_within_90d".into(), OutcomeState::Achieved),
+        ]
+    );
+    // A job from day 120: participating at six months, but not re-engaged
+    // within 90 days.
+    let mut work = left.to_vec();
+    work.push(job(3, 120, "E1"));
+    assert_eq!(
+        statuses(&m, &work, 200),
+        vec![
+            ("participating_at_6m".into(), OutcomeState::Achieved),
+            ("reengaged_within_90d".into(), OutcomeState::NotAchieved),
+        ]
+    );
+    // Re-engaged: the earlier of a job and a course decides the days.
+    let mut both = left.to_vec();
+    both.push(job(3, 70, "E1"));
+    both.push(enrol(4, 40, "P2"));
+    let v = snapshots(&m, &both, T0 + 200 * DAY_MS);
+    assert_eq!(v.outcomes[1].duration_days, Some(40));
+    // An achievement after the watermark is not final yet.
+    assert_eq!(statuses(&m, &both, 30)[1].1, OutcomeState::Pending);
+    // The EET snapshot is the NEET one's complement, over the same people.
+    for day in [50, 100, 150, 400] {
+        let eet = snapshots(&m, &work, T0 + day * DAY_MS)
+            .snapshots
+            .iter()
+            .find(|s| s.name == "eet")
+            .map(|s| s.holds);
+        assert_eq!(eet, neet(&work, day).map(|n| !n), "day {day}");
+    }
+}
+
+#[test]
+fn filters_test_lists_exclusions_ranges_and_presence() {
+    use crate::definition::Predicate;
+    let v = |s: &str| Some(text(s));
+    let theft = v("THEFT");
+    assert!(Predicate::In { any: vec![text("THEFT"), text("DRUGS")] }.test(theft.as_ref()));
+    assert!(!Predicate::In { any: vec![text("DRUGS")] }.test(theft.as_ref()));
+    assert!(!Predicate::In { any: vec![text("DRUGS")] }.test(None));
+    assert!(Predicate::NotIn { not: vec![text("DRUGS")] }.test(theft.as_ref()));
+    assert!(!Predicate::NotIn { not: vec![text("THEFT")] }.test(theft.as_ref()));
+    assert!(Predicate::NotIn { not: vec![text("THEFT")] }.test(None), "absent is none of them");
+    let range = Predicate::Range { at_least: Some(10), at_most: Some(20) };
+    for (x, want) in [(9, false), (10, true), (20, true), (21, false)] {
+        assert_eq!(range.test(Some(&FieldValue::Int(x))), want, "{x}");
+    }
+    assert!(!range.test(None) && !range.test(theft.as_ref()));
+    assert!(Predicate::Present { present: true }.test(theft.as_ref()));
+    assert!(Predicate::Present { present: false }.test(None));
+}
+
+#[test]
+fn a_state_outcome_is_final_when_decided_and_moves_with_no_event_after_the_watermark() {
+    // Final means final for state outcomes too: once decided at the
+    // watermark, no event dated after the watermark changes it.
+    let m = mission("uc_into_work");
+    let evs = [
+        uc_claim(1, 0, "C1", "UNIVERSAL_CREDIT"),
+        job(2, 100, "E1"),
+        claim_end(3, 120, "C1"),
+    ];
+    let decided = status(&m, &evs, 182);
+    for later in [
+        job_end(4, 183, "E1"),
+        uc_claim(4, 183, "C2", "UNIVERSAL_CREDIT"),
+    ] {
+        let mut more = evs.to_vec();
+        more.push(later);
+        assert_eq!(status(&m, &more, 182), decided);
+    }
+}

@@ -166,6 +166,7 @@ impl Mission {
                 d.outcomes
                     .iter()
                     .map(|o| OutcomeDefinition {
+                        better: o.better,
                         doc: o.doc.clone(),
                         id: o.id.clone(),
                     })
@@ -206,6 +207,8 @@ impl DisclosureRule {
 /// An outcome's id and description.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct OutcomeDefinition {
+    /// Whether a higher or a lower rate is the better one.
+    pub(crate) better: joinery_engine::definition::Better,
     /// Plain-language description.
     pub(crate) doc: String,
     /// Outcome id within the mission.
