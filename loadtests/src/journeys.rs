@@ -1109,7 +1109,10 @@ mod tests {
         assert!((0.0..0.3).contains(&uc) && uc > 0.0, "UC into work {uc}");
         // Young leavers: the 88% who start within 180 days, less early losses.
         let participating = rate("youth_participation", "participating_at_6m");
-        assert!((0.6..0.9).contains(&participating), "participating {participating}");
+        assert!(
+            (0.6..0.9).contains(&participating),
+            "participating {participating}"
+        );
     }
 
     #[test]
@@ -1169,6 +1172,9 @@ mod tests {
         assert_eq!(got[1].1, Status::Achieved(60));
         // Left the new course before the six months: not participating.
         y.exit_providers.push((250, "p2".into()));
-        assert_eq!(y.youth_participation(300).unwrap().1[0].1, Status::NotAchieved);
+        assert_eq!(
+            y.youth_participation(300).unwrap().1[0].1,
+            Status::NotAchieved
+        );
     }
 }

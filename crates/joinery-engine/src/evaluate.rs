@@ -247,8 +247,7 @@ impl MissionDef {
                 .not_open
                 .iter()
                 .any(|n| self.open_at(n, events, watermark))
-            && s
-                .state
+            && s.state
                 .as_ref()
                 .is_none_or(|c| self.holds_at(c, events, watermark));
         SnapshotView {

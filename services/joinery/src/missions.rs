@@ -25,7 +25,17 @@ pub(crate) fn check(dir: &Path) -> anyhow::Result<String> {
 }
 
 fn describe(out: &mut String, m: &MissionDef) -> std::fmt::Result {
-    writeln!(out, "{} ({}): {}", m.id, m.title, m.departments().iter().map(|d| d.code()).collect::<Vec<_>>().join(", "))?;
+    writeln!(
+        out,
+        "{} ({}): {}",
+        m.id,
+        m.title,
+        m.departments()
+            .iter()
+            .map(|d| d.code())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
     let c = &m.cohort;
     write!(out, "  cohort: {}", c.anchor)?;
     if let Some((min, max)) = c.age {
@@ -41,9 +51,17 @@ fn describe(out: &mut String, m: &MissionDef) -> std::fmt::Result {
     for o in &m.outcomes {
         let from = o.from.as_deref().unwrap_or("the anchor");
         match o.at_days {
-            Some(days) => write!(out, "  outcome {}: {} holds {days} days after {from}", o.id, o.condition)?,
+            Some(days) => write!(
+                out,
+                "  outcome {}: {} holds {days} days after {from}",
+                o.id, o.condition
+            )?,
             None => {
-                write!(out, "  outcome {}: {} within {} days of {from}", o.id, o.condition, o.within_days)?;
+                write!(
+                    out,
+                    "  outcome {}: {} within {} days of {from}",
+                    o.id, o.condition, o.within_days
+                )?;
                 if let Some(s) = o.sustained_days {
                     write!(out, ", kept {s} days")?;
                 }

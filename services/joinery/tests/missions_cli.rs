@@ -33,7 +33,12 @@ fn the_repository_missions_check_and_are_described() {
         "{stdout}"
     );
     assert!(stdout.contains("(lower is better)"), "{stdout}");
-    assert!(stdout.contains("snapshot eet: at the watermark, aged 16 to 24, any_of(in_education, in_employment)"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "snapshot eet: at the watermark, aged 16 to 24, any_of(in_education, in_employment)"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]

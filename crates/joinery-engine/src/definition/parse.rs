@@ -148,7 +148,8 @@ fn event_type(
     event: Option<&Spanned<String>>,
     whole: &std::ops::Range<usize>,
 ) -> Result<EventType, DefinitionError> {
-    let event = event.ok_or_else(|| at.err(whole, format!("capability `{name}` needs an event type")))?;
+    let event =
+        event.ok_or_else(|| at.err(whole, format!("capability `{name}` needs an event type")))?;
     event
         .get_ref()
         .parse()
@@ -202,8 +203,12 @@ fn predicate(
 ) -> Result<Predicate, String> {
     let values = |v: &toml::Value| -> Result<Vec<FieldValue>, String> {
         match v {
-            toml::Value::Array(items) if items.is_empty() => Err("an empty list matches nothing".into()),
-            toml::Value::Array(items) => items.iter().map(|i| field_value(&spec.shape, i)).collect(),
+            toml::Value::Array(items) if items.is_empty() => {
+                Err("an empty list matches nothing".into())
+            }
+            toml::Value::Array(items) => {
+                items.iter().map(|i| field_value(&spec.shape, i)).collect()
+            }
             one => Ok(vec![field_value(&spec.shape, one)?]),
         }
     };
@@ -269,7 +274,10 @@ fn filter(
     let mut conditions = BTreeMap::new();
     if let Some(tests) = tests {
         let fields = EventShapes::builtin().fields(event).ok_or_else(|| {
-            at.err(&tests.span(), format!("capability `{name}`: {event} has no schema"))
+            at.err(
+                &tests.span(),
+                format!("capability `{name}`: {event} has no schema"),
+            )
         })?;
         for (field, v) in tests.get_ref() {
             let Some(spec) = fields.get(field) else {
@@ -282,7 +290,10 @@ fn filter(
                 ));
             };
             let p = predicate(event, field, spec, v).map_err(|e| {
-                at.err(&tests.span(), format!("capability `{name}`: `{field}`: {e}"))
+                at.err(
+                    &tests.span(),
+                    format!("capability `{name}`: `{field}`: {e}"),
+                )
             })?;
             conditions.insert(field.clone(), p);
         }
@@ -307,7 +318,10 @@ fn match_on(
     })?;
     for event in [start, end] {
         let fields = EventShapes::builtin().fields(event).map(|f| {
-            (f.contains_key(field.get_ref()), f.keys().cloned().collect::<Vec<_>>())
+            (
+                f.contains_key(field.get_ref()),
+                f.keys().cloned().collect::<Vec<_>>(),
+            )
         });
         if let Some((false, known)) = fields {
             return Err(at.err(
@@ -366,7 +380,9 @@ pub fn parse_capabilities(
         let of = of.ok_or_else(|| {
             at.err(
                 &whole,
-                format!("duration capability `{name}` needs `of`, the interval capability it measures"),
+                format!(
+                    "duration capability `{name}` needs `of`, the interval capability it measures"
+                ),
             )
         })?;
         let Some(Capability::Interval {
@@ -512,13 +528,20 @@ impl Compiler<'_> {
         self.condition(v.get_ref(), what, &v.span(), usage, 0)
     }
 
-    fn age(&self, age: Option<&Spanned<RawAge>>, what: &str) -> Result<Option<(i64, i64)>, DefinitionError> {
+    fn age(
+        &self,
+        age: Option<&Spanned<RawAge>>,
+        what: &str,
+    ) -> Result<Option<(i64, i64)>, DefinitionError> {
         let Some(age) = age else { return Ok(None) };
         let a = age.get_ref();
         if a.min > a.max || a.min < 0 || a.max > 150 {
             return Err(self.at.err(
                 &age.span(),
-                format!("{what}: min {} and max {} do not make a range of ages (0 to 150)", a.min, a.max),
+                format!(
+                    "{what}: min {} and max {} do not make a range of ages (0 to 150)",
+                    a.min, a.max
+                ),
             ));
         }
         Ok(Some((a.min, a.max)))
@@ -540,7 +563,10 @@ impl Compiler<'_> {
             if !matches!(cap, Capability::Interval { .. }) {
                 return Err(self.at.err(
                     &a.span(),
-                    format!("cohort.active_at_anchor `{}` must be an interval capability", a.get_ref()),
+                    format!(
+                        "cohort.active_at_anchor `{}` must be an interval capability",
+                        a.get_ref()
+                    ),
                 ));
             }
         }
@@ -557,13 +583,19 @@ impl Compiler<'_> {
             if !cap.is_measure() {
                 return Err(self.at.err(
                     &span,
-                    format!("cohort.require `{}` must be a count or duration capability", r.capability),
+                    format!(
+                        "cohort.require `{}` must be a count or duration capability",
+                        r.capability
+                    ),
                 ));
             }
             if r.at_least.is_none() && r.at_most.is_none() {
                 return Err(self.at.err(
                     &span,
-                    format!("cohort.require `{}` needs `at_least`, `at_most` or both", r.capability),
+                    format!(
+                        "cohort.require `{}` needs `at_least`, `at_most` or both",
+                        r.capability
+                    ),
                 ));
             }
             require.push(Requirement {
@@ -575,7 +607,11 @@ impl Compiler<'_> {
         Ok(Cohort {
             age: self.age(c.age.as_ref(), "cohort.age")?,
             anchor: c.anchor.into_inner(),
-            active_at_anchor: c.active_at_anchor.into_iter().map(Spanned::into_inner).collect(),
+            active_at_anchor: c
+                .active_at_anchor
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             at_anchor,
             require,
         })
@@ -633,14 +669,20 @@ impl Compiler<'_> {
         if let Some(f) = &o.from {
             let cap = self.known(f.get_ref(), &format!("{what} from"), &f.span())?;
             if !cap.is_occurrence() {
-                return Err(self.at.err(&f.span(), format!("{what}: `from` must be a first or last occurrence")));
+                return Err(self.at.err(
+                    &f.span(),
+                    format!("{what}: `from` must be a first or last occurrence"),
+                ));
             }
         }
         let better = match o.better.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
             None | Some(("higher", _)) => Better::Higher,
             Some(("lower", _)) => Better::Lower,
             Some((other, span)) => {
-                return Err(self.at.err(&span, format!("{what}: better = `{other}`; expected \"higher\" or \"lower\"")))
+                return Err(self.at.err(
+                    &span,
+                    format!("{what}: better = `{other}`; expected \"higher\" or \"lower\""),
+                ))
             }
         };
         Ok(Outcome {
@@ -674,7 +716,10 @@ impl Compiler<'_> {
             .map(|s| self.spanned_condition(s, &format!("{what} state"), Use::State))
             .transpose()?;
         if sn.open.is_empty() && sn.not_open.is_empty() && state.is_none() {
-            return Err(self.at.err(&span, format!("{what} needs `state` (or `open`, `not_open`): what it counts")));
+            return Err(self.at.err(
+                &span,
+                format!("{what} needs `state` (or `open`, `not_open`): what it counts"),
+            ));
         }
         Ok(Snapshot {
             id: sn.id,
@@ -705,7 +750,9 @@ pub fn parse_mission(
         let span = o.span();
         let o = c.outcome(o)?;
         if outcomes.iter().any(|x| x.id == o.id) {
-            return Err(c.at.err(&span, format!("outcome `{}` is defined twice", o.id)));
+            return Err(c
+                .at
+                .err(&span, format!("outcome `{}` is defined twice", o.id)));
         }
         outcomes.push(o);
     }
@@ -714,7 +761,13 @@ pub fn parse_mission(
         let span = sn.span();
         let sn = c.snapshot(sn)?;
         if snapshots.iter().any(|x| x.id == sn.id) || outcomes.iter().any(|x| x.id == sn.id) {
-            return Err(c.at.err(&span, format!("snapshot `{}`: the id is already used in this mission", sn.id)));
+            return Err(c.at.err(
+                &span,
+                format!(
+                    "snapshot `{}`: the id is already used in this mission",
+                    sn.id
+                ),
+            ));
         }
         snapshots.push(sn);
     }

@@ -98,9 +98,8 @@ impl EventShapes {
                 if ENVELOPE.contains(&name) {
                     continue;
                 }
-                let spec = spec(&f["type"]).ok_or_else(|| {
-                    format!("{t}.{name}: a type definitions cannot filter on")
-                })?;
+                let spec = spec(&f["type"])
+                    .ok_or_else(|| format!("{t}.{name}: a type definitions cannot filter on"))?;
                 out.insert(name.to_owned(), spec);
             }
             by_event.insert(t, out);
@@ -168,13 +167,18 @@ mod tests {
         let shapes = EventShapes::builtin();
         for t in EventType::ALL {
             let fields = shapes.fields(t).expect("every event type");
-            assert!(!fields.contains_key("citizen_key"), "{t}: envelope left out");
+            assert!(
+                !fields.contains_key("citizen_key"),
+                "{t}: envelope left out"
+            );
         }
         let started = shapes
             .fields(EventType::BenefitClaimStarted)
             .expect("an event type");
         assert_eq!(started["claim_id"].shape, FieldShape::Text);
-        assert!(matches!(&started["benefit"].shape, FieldShape::Enum(s) if s.contains(&"UNIVERSAL_CREDIT".to_owned())));
+        assert!(
+            matches!(&started["benefit"].shape, FieldShape::Enum(s) if s.contains(&"UNIVERSAL_CREDIT".to_owned()))
+        );
         assert_eq!(started["health_condition"].shape, FieldShape::Bool);
     }
 }

@@ -39,12 +39,11 @@ fn the_repository_missions_load_each_named_by_its_file() {
 #[test]
 fn a_mission_reads_the_departments_of_its_capabilities_events() {
     use joinery_domain::Department::*;
-    let departments: BTreeMap<String, Vec<joinery_domain::Department>> =
-        load_dir(&repository())
-            .expect("load")
-            .into_iter()
-            .map(|m| (m.id.to_string(), m.departments().into_iter().collect()))
-            .collect();
+    let departments: BTreeMap<String, Vec<joinery_domain::Department>> = load_dir(&repository())
+        .expect("load")
+        .into_iter()
+        .map(|m| (m.id.to_string(), m.departments().into_iter().collect()))
+        .collect();
     // Whose lateness decides when each mission's statuses are final.
     for (id, want) in [
         ("health_and_work", vec![Dwp, Hmrc, Dhsc]),
@@ -184,20 +183,54 @@ fn every_kind_of_mistake_is_refused_with_its_file_line_and_what_was_expected() {
     let cohort = "[cohort]\ndoc = \"c\"\nanchor = \"left\"\n";
     // Lines: 1-3 the header, 4-6 the cohort, 7 [[outcome]], 8 id, 9 doc.
     for (outcome, line, says) in [
-        ("condition = \"in_work\"\nwithin_days = 3", 10, "`in_work`, which is not defined"),
-        ("condition = { all_of = [\"job\", \"left\"] }\nwithin_days = 3", 10, "write a state outcome"),
-        ("condition = { not = \"job\" }\nwithin_days = 3", 10, "write a state outcome"),
-        ("state = { any_of = [\"job\", \"n\"] }\nat_days = 3", 10, "`n` is a count or duration"),
-        ("state = { sometimes = [\"job\"] }\nat_days = 3", 10, "expected any_of, all_of or not"),
+        (
+            "condition = \"in_work\"\nwithin_days = 3",
+            10,
+            "`in_work`, which is not defined",
+        ),
+        (
+            "condition = { all_of = [\"job\", \"left\"] }\nwithin_days = 3",
+            10,
+            "write a state outcome",
+        ),
+        (
+            "condition = { not = \"job\" }\nwithin_days = 3",
+            10,
+            "write a state outcome",
+        ),
+        (
+            "state = { any_of = [\"job\", \"n\"] }\nat_days = 3",
+            10,
+            "`n` is a count or duration",
+        ),
+        (
+            "state = { sometimes = [\"job\"] }\nat_days = 3",
+            10,
+            "expected any_of, all_of or not",
+        ),
         ("state = { any_of = [] }\nat_days = 3", 10, "non-empty list"),
         ("state = \"job\"", 7, "needs `at_days`"),
-        ("state = \"job\"\nat_days = 3\nwithin_days = 3", 7, "belong to event outcomes"),
+        (
+            "state = \"job\"\nat_days = 3\nwithin_days = 3",
+            7,
+            "belong to event outcomes",
+        ),
         ("condition = \"job\"", 7, "needs `within_days`"),
         ("within_days = 3", 7, "needs either `condition`"),
-        ("condition = \"left\"\nwithin_days = 3\nsustained_days = 2", 10, "sustained_days needs interval conditions"),
-        ("condition = \"job\"\nwithin_days = 3\nbetter = \"more\"", 12, "expected \"higher\" or \"lower\""),
+        (
+            "condition = \"left\"\nwithin_days = 3\nsustained_days = 2",
+            10,
+            "sustained_days needs interval conditions",
+        ),
+        (
+            "condition = \"job\"\nwithin_days = 3\nbetter = \"more\"",
+            12,
+            "expected \"higher\" or \"lower\"",
+        ),
     ] {
-        let m = mission_with(&format!("{cohort}[[outcome]]\nid = \"o\"\ndoc = \"d\"\n{outcome}\n"));
+        let m = mission_with(&format!(
+            "{cohort}[[outcome]]\nid = \"o\"\ndoc = \"d\"\n{outcome}\n"
+        ));
         let msg = refused(&caps, Some(&m));
         assert!(
             msg.starts_with(&format!("m.toml:{line}:")) && msg.contains(says),
@@ -206,7 +239,10 @@ fn every_kind_of_mistake_is_refused_with_its_file_line_and_what_was_expected() {
     }
     let m = mission_with("[cohort]\ndoc = \"c\"\nanchor = \"left\"\nat_anchor = { not = \"nothing\" }\n[[outcome]]\nid = \"o\"\ndoc = \"d\"\ncondition = \"job\"\nwithin_days = 3\n");
     let msg = refused(&caps, Some(&m));
-    assert!(msg.starts_with("m.toml:7:") && msg.contains("`nothing`"), "{msg}");
+    assert!(
+        msg.starts_with("m.toml:7:") && msg.contains("`nothing`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -217,7 +253,10 @@ fn conditions_combine_and_compile_to_what_they_say() {
     let m = parse_mission(Path::new("m.toml"), &m, &caps).expect("valid");
     let o = &m.outcomes[0];
     assert_eq!(o.condition.to_string(), "all_of(job, not(left))");
-    assert_eq!((o.within_days, o.at_days, o.better), (30, Some(30), Better::Lower));
+    assert_eq!(
+        (o.within_days, o.at_days, o.better),
+        (30, Some(30), Better::Lower)
+    );
     assert!(m.capabilities.contains_key("job") && m.capabilities.contains_key("left"));
 }
 
@@ -232,14 +271,25 @@ fn definitions_written_before_the_language_grew_keep_their_fingerprint() {
         serde_json::json!("left")
     );
     assert_eq!(
-        serde_json::to_value(Predicate::Eq(FieldValue::Text("SETTLED".into()))).expect("serialises"),
+        serde_json::to_value(Predicate::Eq(FieldValue::Text("SETTLED".into())))
+            .expect("serialises"),
         serde_json::json!("SETTLED")
     );
     let text = "id = \"m\"\ntitle = \"t\"\ndoc = \"d\"\n[cohort]\ndoc = \"c\"\nanchor = \"left\"\n[[outcome]]\nid = \"o\"\ndoc = \"d\"\ncondition = \"left\"\nwithin_days = 3\n";
     let m = parse_mission(Path::new("m.toml"), text, &caps()).expect("valid");
     let outcome = serde_json::to_value(&m.outcomes[0]).expect("serialises");
     let keys: Vec<&String> = outcome.as_object().expect("an object").keys().collect();
-    assert_eq!(keys, ["condition", "doc", "from", "id", "sustained_days", "within_days"]);
+    assert_eq!(
+        keys,
+        [
+            "condition",
+            "doc",
+            "from",
+            "id",
+            "sustained_days",
+            "within_days"
+        ]
+    );
     let cohort = serde_json::to_value(&m.cohort).expect("serialises");
     let keys: Vec<&String> = cohort.as_object().expect("an object").keys().collect();
     assert_eq!(keys, ["active_at_anchor", "age", "anchor", "require"]);

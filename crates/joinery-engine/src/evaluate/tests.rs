@@ -865,7 +865,12 @@ fn uc_claim(n: u128, day: i64, id: &str, benefit: &str) -> Event {
 }
 
 fn claim_end(n: u128, day: i64, id: &str) -> Event {
-    ev(n, EventType::BenefitClaimEnded, day, &[("claim_id", text(id))])
+    ev(
+        n,
+        EventType::BenefitClaimEnded,
+        day,
+        &[("claim_id", text(id))],
+    )
 }
 
 #[test]
@@ -890,7 +895,11 @@ fn uc_into_work_reads_work_and_the_claim_six_months_after_it_started() {
     for end in [150, 182] {
         let mut evs = found_work.to_vec();
         evs.push(job_end(4, end, "E1"));
-        assert_eq!(o(&evs, 300), OutcomeState::NotAchieved, "job ended day {end}");
+        assert_eq!(
+            o(&evs, 300),
+            OutcomeState::NotAchieved,
+            "job ended day {end}"
+        );
     }
     // A second Universal Credit claim open at the reading counts as on it.
     let mut again = found_work.to_vec();
@@ -906,7 +915,10 @@ fn uc_into_work_reads_work_and_the_claim_six_months_after_it_started() {
     let v = snapshots(&m, &evs, T0 + 300 * DAY_MS);
     assert_eq!(v.cohort_month, YearMonth::of_millis(T0));
     assert_eq!(v.outcomes[0].decided_at, Some(T0 + 182 * DAY_MS));
-    assert_eq!(v.outcomes[0].duration_days, None, "a state has no days to achieve");
+    assert_eq!(
+        v.outcomes[0].duration_days, None,
+        "a state has no days to achieve"
+    );
 }
 
 #[test]
@@ -966,13 +978,37 @@ fn filters_test_lists_exclusions_ranges_and_presence() {
     use crate::definition::Predicate;
     let v = |s: &str| Some(text(s));
     let theft = v("THEFT");
-    assert!(Predicate::In { any: vec![text("THEFT"), text("DRUGS")] }.test(theft.as_ref()));
-    assert!(!Predicate::In { any: vec![text("DRUGS")] }.test(theft.as_ref()));
-    assert!(!Predicate::In { any: vec![text("DRUGS")] }.test(None));
-    assert!(Predicate::NotIn { not: vec![text("DRUGS")] }.test(theft.as_ref()));
-    assert!(!Predicate::NotIn { not: vec![text("THEFT")] }.test(theft.as_ref()));
-    assert!(Predicate::NotIn { not: vec![text("THEFT")] }.test(None), "absent is none of them");
-    let range = Predicate::Range { at_least: Some(10), at_most: Some(20) };
+    assert!(Predicate::In {
+        any: vec![text("THEFT"), text("DRUGS")]
+    }
+    .test(theft.as_ref()));
+    assert!(!Predicate::In {
+        any: vec![text("DRUGS")]
+    }
+    .test(theft.as_ref()));
+    assert!(!Predicate::In {
+        any: vec![text("DRUGS")]
+    }
+    .test(None));
+    assert!(Predicate::NotIn {
+        not: vec![text("DRUGS")]
+    }
+    .test(theft.as_ref()));
+    assert!(!Predicate::NotIn {
+        not: vec![text("THEFT")]
+    }
+    .test(theft.as_ref()));
+    assert!(
+        Predicate::NotIn {
+            not: vec![text("THEFT")]
+        }
+        .test(None),
+        "absent is none of them"
+    );
+    let range = Predicate::Range {
+        at_least: Some(10),
+        at_most: Some(20),
+    };
     for (x, want) in [(9, false), (10, true), (20, true), (21, false)] {
         assert_eq!(range.test(Some(&FieldValue::Int(x))), want, "{x}");
     }
