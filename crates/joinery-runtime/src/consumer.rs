@@ -323,10 +323,13 @@ impl StatefulConsumer {
         idle: Option<Duration>,
     ) -> Result<Option<Batch<'_>>, ConsumerError> {
         let waiting = Instant::now();
+        // One deadline for the whole wait, however many transient errors
+        // come in between.
+        let until = idle.map(|idle| tokio::time::Instant::from_std(waiting + idle));
         let first = loop {
             let tick = async {
-                match idle {
-                    Some(idle) => tokio::time::sleep(idle).await,
+                match until {
+                    Some(until) => tokio::time::sleep_until(until).await,
                     None => std::future::pending().await,
                 }
             };

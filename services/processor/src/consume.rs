@@ -110,8 +110,15 @@ impl Processor {
             if backlogged {
                 self.drain_assigned_backlogs().await?;
             }
-            let idle =
-                (backlogged || self.publisher.in_flight()).then(|| Duration::from_millis(200));
+            let idle = if self.publisher.in_flight() {
+                Some(Duration::from_millis(200))
+            } else if !self.backlogged.lock().is_empty() {
+                // A backlog of a partition another instance owns: looked
+                // for again now and then, until a rebalance brings it here.
+                Some(Duration::from_secs(5))
+            } else {
+                None
+            };
             let Some(batch) = self
                 .consumer
                 .next_batch_within(self.config.max_batch, &cancel, idle)
@@ -119,11 +126,11 @@ impl Processor {
             else {
                 break;
             };
+            self.metrics.idle_seconds.inc_by(batch.waited.as_secs_f64());
             if batch.messages.is_empty() {
                 self.publisher.reap(false).await?;
                 continue;
             }
-            self.metrics.idle_seconds.inc_by(batch.waited.as_secs_f64());
             let started = Instant::now();
             self.process(&batch.messages).await?;
             self.consumer.commit_for_lag(&batch.messages);

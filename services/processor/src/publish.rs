@@ -246,15 +246,15 @@ impl Publisher {
         self.in_flight.lock().push_back(InFlight { handle, ranges });
     }
 
-    /// Collects acknowledged batches in order, oldest first (all of them
-    /// with `all`; otherwise those done, and enough to keep at most
-    /// [`MAX_BATCHES_IN_FLIGHT`] waiting), deleting their outbox entries;
-    /// returns the first failure.
     /// Whether any handed batch has not been reaped yet.
     pub(crate) fn in_flight(&self) -> bool {
         !self.in_flight.lock().is_empty()
     }
 
+    /// Collects acknowledged batches in order, oldest first (all of them
+    /// with `all`; otherwise those done, and enough to keep at most
+    /// [`MAX_BATCHES_IN_FLIGHT`] waiting), deleting their outbox entries;
+    /// returns the first failure.
     pub(crate) async fn reap(&self, all: bool) -> anyhow::Result<()> {
         loop {
             let next = {

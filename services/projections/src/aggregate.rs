@@ -276,12 +276,14 @@ impl MissionMetrics {
         self.settle_watermark();
     }
 
-    /// A view of partition `p` has been applied: until the partition's
-    /// watermark record is read, nothing is final.
-    pub fn saw_view(&mut self, p: i32) {
-        if self.partitions_with_views.insert(p) {
+    /// A view of partition `p` has been read: until the partition's
+    /// watermark record is, nothing is final. Whether that is news.
+    pub fn saw_view(&mut self, p: i32) -> bool {
+        let new = self.partitions_with_views.insert(p);
+        if new {
             self.settle_watermark();
         }
+        new
     }
 
     /// A rebuild's reset of partition `p`: its figures start again, and so
@@ -315,10 +317,19 @@ impl MissionMetrics {
     /// says this instance has read it through (so it has never held an
     /// event). Otherwise [`MissionMetrics::watermark`] could leave out a
     /// partition not yet read, and no figure is final.
+    ///
+    /// A partition a rebuild has reset is accounted for only once its new
+    /// watermark record, or the rebuild's completion of it, has been read
+    /// (having read the reset itself says nothing of what follows).
     pub fn watermark_covers(&self, partitions: i32, read: impl Fn(i32) -> bool) -> bool {
+        let rebuilding = |p: &i32| {
+            self.rebuilding
+                .as_ref()
+                .is_some_and(|r| r.reset.contains(p) && !r.complete.contains(p))
+        };
         (0..partitions).all(|p| {
             self.partition_watermarks.contains_key(&p)
-                || (!self.partitions_with_views.contains(&p) && read(p))
+                || (!self.partitions_with_views.contains(&p) && !rebuilding(&p) && read(p))
         })
     }
 }
@@ -422,6 +433,26 @@ mod tests {
         m.reset_partition(1);
         assert!(!m.partitions_with_views.contains(&1));
         assert_eq!(m.watermark, 500);
+        // ... and, during the rebuild, it is not accounted for by having
+        // been read through: its new views may still be on their way.
+        m.rebuilding = Some(Rebuilding {
+            partitions: 2,
+            reset: [1].into(),
+            ..Rebuilding::default()
+        });
+        assert!(!m.watermark_covers(2, |_| true));
+        if let Some(r) = m.rebuilding.as_mut() {
+            r.complete.insert(1);
+        }
+        assert!(
+            m.watermark_covers(2, |_| true),
+            "complete, and it held nothing"
+        );
+        if let Some(r) = m.rebuilding.as_mut() {
+            r.complete.clear();
+        }
+        m.partition_watermark(1, 900);
+        assert!(m.watermark_covers(2, |_| true), "its new watermark");
     }
 
     #[test]

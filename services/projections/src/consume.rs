@@ -307,7 +307,10 @@ impl ViewConsumer {
                 ));
                 continue;
             };
-            mission.saw_view(m.partition());
+            if mission.saw_view(m.partition()) {
+                // Kept with the figures, even when the view itself is stale.
+                touched.insert(view.mission.to_string());
+            }
             let citizen = view.citizen_key.as_str();
             let key = contribution_key(&view.mission, Some(m.partition()), citizen);
             let mut old = match contributions.get(&key) {

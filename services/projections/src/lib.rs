@@ -192,10 +192,30 @@ pub async fn run(config: ProjectionsConfig, cancel: CancellationToken) -> anyhow
         {
             unpartitioned.insert(m.clone());
         }
-        let mut current: MissionMetrics = match store.get(format!("{METRICS_PREFIX}{m}"))? {
-            Some(b) => serde_json::from_slice(&b)?,
+        let stored = store.get(format!("{METRICS_PREFIX}{m}"))?;
+        let mut current: MissionMetrics = match &stored {
+            Some(b) => serde_json::from_slice(b)?,
             None => MissionMetrics::default(),
         };
+        let saved_without_partitions = match &stored {
+            Some(b) => serde_json::from_slice::<serde_json::Value>(b)?
+                .get("partitions_with_views")
+                .is_none(),
+            None => false,
+        };
+        if saved_without_partitions {
+            // Saved before the partitions holding views were kept: found
+            // from the contributions, so that none of them counts as empty.
+            for p in 0..config.kafka.partitions {
+                let prefix = partition_prefix(m, Some(p));
+                if !store
+                    .scan_range_limit(prefix.as_bytes(), &prefix_end(prefix.as_bytes()), 1)?
+                    .is_empty()
+                {
+                    current.saw_view(p);
+                }
+            }
+        }
         if !current.by_area.is_empty() && current.by_area_month.is_empty() {
             // Saved before the area x month breakdown existed: rebuild it.
             let prefix = contribution_prefix(m);

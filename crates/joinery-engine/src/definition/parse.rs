@@ -179,6 +179,15 @@ fn field_value(shape: &FieldShape, v: &toml::Value) -> Result<FieldValue, String
     }
 }
 
+/// Whether a value is a date without a time (`2024-12-31`).
+fn date_only(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Datetime(d) => d.time.is_none(),
+        toml::Value::String(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
+        _ => false,
+    }
+}
+
 /// A date (midnight UTC) or RFC 3339 date-time, as milliseconds.
 fn moment(s: &str) -> Result<FieldValue, String> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
@@ -212,8 +221,12 @@ fn predicate(
             one => Ok(vec![field_value(&spec.shape, one)?]),
         }
     };
-    let bound = |v: Option<&toml::Value>| -> Result<Option<i64>, String> {
+    // A date as an upper bound includes the whole day.
+    let bound = |v: Option<&toml::Value>, upper: bool| -> Result<Option<i64>, String> {
         v.map(|v| match field_value(&spec.shape, v)? {
+            FieldValue::Int(i) if upper && spec.shape == FieldShape::Timestamp && date_only(v) => {
+                Ok(i.saturating_add(joinery_domain::event::DAY_MS - 1))
+            }
             FieldValue::Int(i) => Ok(i),
             other => Err(format!("a range needs numbers or moments, found {other:?}")),
         })
@@ -245,7 +258,8 @@ fn predicate(
                             spec.shape.describe()
                         ));
                     }
-                    let (at_least, at_most) = (bound(t.get("at_least"))?, bound(t.get("at_most"))?);
+                    let (at_least, at_most) =
+                        (bound(t.get("at_least"), false)?, bound(t.get("at_most"), true)?);
                     if let (Some(a), Some(b)) = (at_least, at_most) {
                         if a > b {
                             return Err("`at_least` is above `at_most`: nothing matches".into());

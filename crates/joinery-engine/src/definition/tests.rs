@@ -258,6 +258,24 @@ fn conditions_combine_and_compile_to_what_they_say() {
         (30, Some(30), Better::Lower)
     );
     assert!(m.capabilities.contains_key("job") && m.capabilities.contains_key("left"));
+    // A date range includes the whole of its last day.
+    let caps = format!("{CAPS}[capability.x]\ndoc = \"x\"\nkind = \"first\"\nevent = \"moj.ProvenReoffence\"\nwhere = {{ disposal_date = {{ at_least = 2024-01-01, at_most = \"2024-12-31\" }} }}\n");
+    let caps = parse_capabilities(Path::new("c.toml"), &caps).expect("valid");
+    let Capability::First(f) = &caps["x"] else {
+        panic!("a first capability")
+    };
+    let day = |d: &str, t: &str| {
+        Some(FieldValue::Int(
+            chrono::DateTime::parse_from_rfc3339(&format!("{d}T{t}Z"))
+                .expect("a moment")
+                .timestamp_millis(),
+        ))
+    };
+    let range = &f.conditions["disposal_date"];
+    assert!(range.test(day("2024-01-01", "00:00:00").as_ref()));
+    assert!(range.test(day("2024-12-31", "23:59:59").as_ref()));
+    assert!(!range.test(day("2025-01-01", "00:00:00").as_ref()));
+    assert!(!range.test(day("2023-12-31", "23:59:59").as_ref()));
 }
 
 #[test]
