@@ -705,6 +705,16 @@ struct Facts {
     reoffences: Vec<i64>,
 }
 
+/// The end of the interval `id` that started on `start`: the first of
+/// `ends` with the same id on or after the start (as the engine pairs an
+/// interval's start with its end).
+fn first_end(ends: &[(i64, String)], id: &str, start: i64) -> Option<i64> {
+    ends.iter()
+        .filter(|(e, eid)| eid == id && *e >= start)
+        .map(|(e, _)| *e)
+        .min()
+}
+
 fn text(e: &SimEvent, f: &str) -> String {
     e.json[f].as_str().unwrap_or_default().to_owned()
 }
@@ -774,26 +784,13 @@ impl Facts {
     fn jobs(&self) -> Vec<(i64, Option<i64>)> {
         self.job_starts
             .iter()
-            .map(|(s, id)| {
-                let end = self
-                    .job_ends
-                    .iter()
-                    .filter(|(e, eid)| eid == id && e >= s)
-                    .map(|(e, _)| *e)
-                    .min();
-                (*s, end)
-            })
+            .map(|(s, id)| (*s, first_end(&self.job_ends, id, *s)))
             .collect()
     }
 
-    /// The end of claim `id` that started on `start`: its first
-    /// BenefitClaimEnded on or after the start.
+    /// The end of claim `id` that started on `start`.
     fn claim_end(&self, id: &str, start: i64) -> Option<i64> {
-        self.claim_ends
-            .iter()
-            .filter(|(e, eid)| eid == id && *e >= start)
-            .map(|(e, _)| *e)
-            .min()
+        first_end(&self.claim_ends, id, start)
     }
 
     /// Whether an employment is open at `day` (started by it, not ended by it).
@@ -807,13 +804,7 @@ impl Facts {
     /// by it by the first exit from the same provider on or after its start.
     fn in_education_at(&self, day: i64) -> bool {
         self.enrolments.iter().any(|(s, provider)| {
-            let end = self
-                .exit_providers
-                .iter()
-                .filter(|(e, p)| p == provider && e >= s)
-                .map(|(e, _)| *e)
-                .min();
-            *s <= day && end.is_none_or(|e| e > day)
+            *s <= day && first_end(&self.exit_providers, provider, *s).is_none_or(|e| e > day)
         })
     }
 
@@ -983,13 +974,7 @@ impl Facts {
     fn health_and_work(&self, wm: i64) -> Option<(String, Vec<(&'static str, Status)>)> {
         let (referral, area) = self.referrals.iter().min_by_key(|(d, _)| *d)?;
         let on_claim = self.claims.iter().any(|(s, id, health)| {
-            let end = self
-                .claim_ends
-                .iter()
-                .filter(|(e, eid)| eid == id && e >= s)
-                .map(|(e, _)| *e)
-                .min();
-            *health && s <= referral && end.is_none_or(|e| e > *referral)
+            *health && s <= referral && self.claim_end(id, *s).is_none_or(|e| e > *referral)
         });
         if !on_claim {
             return None;
