@@ -659,6 +659,39 @@ proptest! {
         prop_assert_eq!(settled(&whole), settled(&chunked));
     }
 
+    /// Records may arrive while due timers are still to fire (a processor
+    /// restarted mid-backlog is given records before it has finished it):
+    /// steps with and without records interleaved end exactly as when every
+    /// timer fires at once.
+    #[test]
+    fn records_arriving_while_timers_are_still_due_do_not_change_the_result(
+        arrivals in journey(),
+        cuts in proptest::collection::vec(0usize..64, 0..6),
+        max_timers in 1usize..4,
+        drained in proptest::collection::vec(0usize..3, 6),
+    ) {
+        let defs = missions();
+        let mut chunked_rules = rules(&defs);
+        chunked_rules.max_timers = max_timers;
+        let mut whole = Memory::default();
+        whole.apply(&rules(&defs), arrivals.clone());
+        let mut chunked = Memory::default();
+        for (i, batch) in batches(&arrivals, &cuts).into_iter().enumerate() {
+            let mut out = chunked.apply(&chunked_rules, batch);
+            // Only some of the steps without records before the next batch.
+            for _ in 0..drained[i % drained.len()] {
+                if !out.backlog() {
+                    break;
+                }
+                out = chunked.apply(&chunked_rules, Vec::new());
+            }
+        }
+        while chunked.fired_upto.is_some() {
+            chunked.apply(&chunked_rules, Vec::new());
+        }
+        prop_assert_eq!(settled(&whole), settled(&chunked));
+    }
+
     /// Whatever the batching, each citizen's last view is what the engine
     /// says at the final watermark of all their events that had happened by
     /// the partition's event time (a clean replay).
