@@ -444,8 +444,6 @@ pub struct Record {
 /// Every (key, value, headers) on a topic, read from the beginning to the end.
 pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Headers;
-    use rdkafka::Message;
     let consumer: BaseConsumer = kafka
         .consumer(
             "joinery-test-reader",
@@ -469,9 +467,44 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Each partition's bounds, asked again once it has been read: a
+    // partition once answered as empty while it held 175 records (a crash
+    // trial then reported its citizens' views missing), so the read is
+    // repeated until two answers agree.
+    let bounds = |consumer: &BaseConsumer| -> Result<Vec<(i64, i64)>> {
+        (0..partitions)
+            .map(|p| Ok(consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?))
+            .collect()
+    };
+    let mut asked = bounds(&consumer)?;
+    for attempt in 0.. {
+        let out = read_partitions(&consumer, topic, &asked)?;
+        let again = bounds(&consumer)?;
+        if again == asked {
+            return Ok(out);
+        }
+        anyhow::ensure!(
+            attempt < 5,
+            "the bounds of {topic} keep changing: {asked:?} then {again:?}"
+        );
+        asked = again;
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// The records of each partition of `topic` between its `(low, high)`
+/// bounds, only that partition's.
+fn read_partitions(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    bounds: &[(i64, i64)],
+) -> Result<Vec<Record>> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
     let mut out = Vec::new();
-    for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+    for (p, &(low, high)) in bounds.iter().enumerate() {
+        let p = p as i32;
         if high <= low {
             continue;
         }
@@ -483,6 +516,10 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
             let m = consumer
                 .poll(Duration::from_secs(10))
                 .context("timed out reading the topic")??;
+            if m.partition() != p {
+                // Fetched for the partition assigned before.
+                continue;
+            }
             next = m.offset() + 1;
             let headers = m
                 .headers()
