@@ -94,7 +94,8 @@ impl Processor {
         let mut last_report = Instant::now();
         loop {
             if let Some(ends) = &ends {
-                if self.caught_up(ends, &mut last_report)? {
+                // (Caught up with the log, and with every timer it set due.)
+                if self.caught_up(ends, &mut last_report)? && self.backlogged.lock().is_empty() {
                     self.publisher.reap(true).await?;
                     tracing::info!(
                         "rebuild complete: every partition consumed to where it ended at start-up"
@@ -106,11 +107,14 @@ impl Processor {
             // to be assigned here, or deliveries are still to be reaped (an
             // entry Kafka refused is quarantined then, and counted), come
             // back between records too.
-            let backlogged = !self.backlogged.lock().is_empty();
-            if backlogged {
-                self.drain_assigned_backlogs().await?;
+            let mut more_here = false;
+            if !self.backlogged.lock().is_empty() {
+                more_here = self.drain_assigned_backlogs().await?;
             }
-            let idle = if self.publisher.in_flight() {
+            let idle = if more_here {
+                // Poll, then work the backlog's next steps.
+                Some(Duration::ZERO)
+            } else if self.publisher.in_flight() {
                 Some(Duration::from_millis(200))
             } else if !self.backlogged.lock().is_empty() {
                 // A backlog of a partition another instance owns: looked
@@ -151,14 +155,15 @@ impl Processor {
         self.publisher.reap(true).await
     }
 
-    /// Finishes the timer backlogs an earlier run left of the partitions
-    /// assigned here now.
-    async fn drain_assigned_backlogs(&self) -> anyhow::Result<()> {
+    /// Works the timer backlogs of the partitions assigned here now (an
+    /// earlier run's, or a batch's too long to finish in one turn), a few
+    /// steps each; returns whether any is left of them.
+    async fn drain_assigned_backlogs(&self) -> anyhow::Result<bool> {
         let assigned: Vec<i32> = match self.consumer.inner().assignment() {
             Ok(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "assignment not known yet");
-                return Ok(());
+                return Ok(false);
             }
         };
         let mine: Vec<i32> = {
@@ -171,11 +176,16 @@ impl Processor {
             backlogged.retain(|p| !assigned.contains(p));
             mine
         };
-        if !mine.is_empty() {
-            tracing::info!(partitions = ?mine, "finishing the timer backlogs an earlier run left");
-            self.drain_backlogs(Some(&mine)).await?;
+        if mine.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        tracing::debug!(partitions = ?mine, "working timer backlogs");
+        let left = self
+            .drain_backlogs(Some(&mine), crate::worker::DRAIN_STEPS_PER_TURN)
+            .await?;
+        let more = !left.is_empty();
+        self.backlogged.lock().extend(left);
+        Ok(more)
     }
 
     fn update_gauges(&self) {

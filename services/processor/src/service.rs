@@ -139,7 +139,7 @@ pub async fn run(config: ProcessorConfig, cancel: CancellationToken) -> anyhow::
     p.publisher.flush_outbox().await?;
     if p.config.stop_at_end {
         // A rebuild owns every partition: finish them all now.
-        p.drain_backlogs(None).await?;
+        p.drain_backlogs(None, usize::MAX).await?;
     } else {
         // Another instance may own a partition by now: each one's backlog
         // is finished once this instance is given it.

@@ -42,6 +42,12 @@ struct PartitionWork {
 /// One source partition's records in a batch.
 type PartitionInputs<'a> = (i32, Vec<Input<'a>>);
 
+/// Steps of a timer backlog worked before the consumer is polled again: a
+/// backlog of millions of due timers is finished over several turns of the
+/// batch loop, so that the processor never goes longer than a few seconds
+/// without polling (and is not taken for dead by the group).
+pub(crate) const DRAIN_STEPS_PER_TURN: usize = 8;
+
 impl Processor {
     /// The rules the partition step works by.
     fn rules(&self) -> Rules<'_> {
@@ -144,7 +150,8 @@ impl Processor {
     ///
     /// A partition whose step left due timers (more than
     /// `max_timers_per_batch`) is then stepped again without records, each
-    /// step written and handed on its own, until none is left.
+    /// step written and handed on its own, for at most
+    /// [`DRAIN_STEPS_PER_TURN`] steps; the batch loop works the rest.
     fn work_share(&self, parts: Vec<PartitionInputs<'_>>) -> anyhow::Result<Vec<Handed>> {
         let mut batch = self.store.batch();
         let mut outbox = Vec::new();
@@ -172,7 +179,11 @@ impl Processor {
         self.store.write(batch)?;
         let mut handed = vec![self.publisher.hand(first_seq, &outbox)?];
         for p in backlog {
-            handed.extend(self.drain(p)?);
+            let (steps, more) = self.drain(p, DRAIN_STEPS_PER_TURN)?;
+            handed.extend(steps);
+            if more {
+                self.backlogged.lock().insert(p);
+            }
         }
         Ok(handed)
     }
@@ -188,27 +199,38 @@ impl Processor {
             .collect())
     }
 
-    /// Fires the due timers an earlier run left, of the partitions in
-    /// `only` (all of them when `None`), before consuming on.
-    pub(crate) async fn drain_backlogs(&self, only: Option<&[i32]>) -> anyhow::Result<()> {
+    /// Fires the due timers left of the partitions in `only` (all of them
+    /// when `None`), at most `max_steps` steps each; returns those with
+    /// timers still due.
+    pub(crate) async fn drain_backlogs(
+        &self,
+        only: Option<&[i32]>,
+        max_steps: usize,
+    ) -> anyhow::Result<Vec<i32>> {
+        let mut left = Vec::new();
         for p in self.backlog_partitions()? {
             if only.is_some_and(|only| !only.contains(&p)) {
                 continue;
             }
-            let handed = tokio::task::block_in_place(|| self.drain(p))?;
+            let (handed, more) = tokio::task::block_in_place(|| self.drain(p, max_steps))?;
             self.publisher.await_deliveries(handed);
+            if more {
+                left.push(p);
+            }
         }
-        self.publisher.reap(true).await
+        self.publisher.reap(true).await?;
+        Ok(left)
     }
 
-    /// Steps partition `p` without records until no due timer is left,
-    /// writing and handing each step on its own, so that however many
-    /// deadlines event time passed at once, at most `max_timers_per_batch`
-    /// citizens are worked in memory at a time.
-    pub(crate) fn drain(&self, p: i32) -> anyhow::Result<Vec<Handed>> {
+    /// Steps partition `p` without records until no due timer is left, or
+    /// `max_steps` steps, writing and handing each step on its own, so that
+    /// however many deadlines event time passed at once, at most
+    /// `max_timers_per_batch` citizens are worked in memory at a time;
+    /// returns the steps and whether due timers are left.
+    pub(crate) fn drain(&self, p: i32, max_steps: usize) -> anyhow::Result<(Vec<Handed>, bool)> {
         let mut handed = Vec::new();
-        let mut steps = 0u64;
-        loop {
+        let mut steps = 0usize;
+        let more = loop {
             let work = self.work_partition(p, Vec::new())?;
             let mut batch = self.store.batch();
             for (k, v) in work.ops {
@@ -224,16 +246,17 @@ impl Processor {
             self.store.write(batch)?;
             handed.push(self.publisher.hand(first_seq, &work.outbox)?);
             steps += 1;
-            if !work.backlog {
-                break;
+            if !work.backlog || steps >= max_steps {
+                break work.backlog;
             }
-        }
+        };
         tracing::info!(
             partition = p,
             steps,
-            "fired a partition's due timers in steps of at most max_timers_per_batch"
+            more,
+            "fired due timers in steps of at most max_timers_per_batch"
         );
-        Ok(handed)
+        Ok((handed, more))
     }
 
     /// One source partition's share of a batch: decodes its records
