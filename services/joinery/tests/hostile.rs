@@ -840,12 +840,7 @@ async fn a_view_kafka_refuses_is_quarantined_and_the_partition_goes_on() -> Resu
     stack
         .wait_for_metrics("the second leaver", |m| cohort(m) == Some(2))
         .await?;
-    let health = stack
-        .http
-        .get(format!("{}/healthz", stack.processor_url))
-        .send()
-        .await?;
-    assert_eq!(health.status(), 200);
+    assert_processor_healthy(&stack).await?;
     stack.shutdown().await
 }
 
@@ -898,11 +893,17 @@ async fn a_record_produced_while_the_registry_is_down_waits_for_it_and_counts() 
         .wait_for_metrics("the leaver", |m| cohort(m) == Some(1))
         .await?;
     assert_eq!(dead(&stack).await, 0.0);
+    assert_processor_healthy(&stack).await?;
+    stack.shutdown().await
+}
+
+/// The processor still answers healthy: nothing the test sent stopped it.
+async fn assert_processor_healthy(stack: &Stack) -> Result<()> {
     let health = stack
         .http
         .get(format!("{}/healthz", stack.processor_url))
         .send()
         .await?;
-    assert_eq!(health.status(), 200);
-    stack.shutdown().await
+    assert_eq!(health.status(), 200, "the processor answers healthy");
+    Ok(())
 }
